@@ -1,0 +1,121 @@
+//! The command line as the user types it: flags, their environment fallbacks, help and examples.
+//!
+//! This layer only describes and parses; `config` turns the raw values into a validated `Config`.
+//! The API key has no flag on purpose: a key on argv is visible to every user of the machine.
+
+use clap::{ArgAction, Parser, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  R4_API_KEY=rk_xxx.yyy r4-run --project 507f1f77bcf86cd799439014 -- npm start
+  r4-run -p my-project --api-key-file /run/secrets/r4_api_key -- ./server --port 8080
+  r4-run -p my-project --only DATABASE_URL,REDIS_URL -- python manage.py migrate
+  r4-run -p my-project --dotenv .env                     write a .env file and exit
+  eval \"$(r4-run -p my-project --dotenv - --format shell)\"
+
+The API key is read from R4_API_KEY or from --api-key-file / R4_API_KEY_FILE, never from argv.
+Neither reaches the command. Exit status: the command's own; 128+N if signal N killed it;
+125 if r4-run failed (nothing was started); 126 if COMMAND cannot be executed; 127 if not found.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "r4-run",
+    version,
+    about = "Run a command with the variables of an R4 project in its environment.",
+    after_help = EXAMPLES,
+    max_term_width = 100
+)]
+pub struct Args {
+    /// Project whose variables are fetched
+    #[arg(short = 'p', long, env = "R4_PROJECT_ID", value_name = "ID")]
+    pub project: Option<String>,
+
+    /// R4 origin (https://r4.dev) or the full Machine API base URL [default: https://r4.dev]
+    #[arg(long, env = "R4_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Read the API key from the first line of this file (Docker and Kubernetes secrets)
+    #[arg(long, env = "R4_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Keep the value of a variable that is already set in the inherited environment
+    #[arg(long, conflicts_with = "pristine")]
+    pub preserve_env: bool,
+
+    /// Give the command only the fetched variables, nothing inherited
+    #[arg(long)]
+    pub pristine: bool,
+
+    /// Inject only these variables (comma-separated names)
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+
+    /// Inject each variable as P_NAME
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+
+    /// Deadline in seconds for fetching, retries included [default: 30]
+    #[arg(long, env = "R4_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<String>,
+
+    /// Write the variables to PATH ('-' for stdout); exit unless a COMMAND follows
+    #[arg(long, value_name = "PATH")]
+    pub dotenv: Option<PathBuf>,
+
+    /// Format for --dotenv
+    #[arg(long, value_name = "FMT", requires = "dotenv", value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// More diagnostics on stderr (repeat for more: -vvv); never shows a value
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Errors only
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The command to run and its arguments, passed untouched (no shell)
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// NAME=value lines, quoted for dotenvy, python-dotenv and node dotenv
+    Dotenv,
+    /// export NAME='…' lines for a POSIX shell
+    Shell,
+    /// one JSON object
+    Json,
+    /// NAME=value lines for docker run --env-file (no quoting)
+    Docker,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn command_and_args_are_taken_untouched() {
+        let a = Args::try_parse_from(["r4-run", "-p", "x", "--", "ls", "-la", "--", "--color"])
+            .unwrap();
+        assert_eq!(a.command, ["ls", "-la", "--", "--color"]);
+        let a = Args::try_parse_from(["r4-run", "-p", "x", "env", "-0"]).unwrap();
+        assert_eq!(a.command, ["env", "-0"]);
+    }
+
+    #[test]
+    fn only_is_comma_separated() {
+        let a =
+            Args::try_parse_from(["r4-run", "--only", "A,B", "--only", "C", "--", "x"]).unwrap();
+        assert_eq!(a.only.unwrap(), ["A", "B", "C"]);
+    }
+}

@@ -1,0 +1,46 @@
+//! The error type for everything that makes r4-run itself fail (exit 125).
+//!
+//! Each error carries what went wrong and, where one helps, what to do about it. The text is built
+//! where the error is made, from names, ids, statuses and paths: never from a secret value or the
+//! API key's secret part.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub struct Error {
+    what: String,
+    hint: Option<String>,
+}
+
+impl Error {
+    pub fn new(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            hint: None,
+        }
+    }
+
+    #[must_use]
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

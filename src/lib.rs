@@ -1,0 +1,97 @@
+//! r4-run: fetch an R4 project's variables and run a command with them.
+//!
+//! The run, in order: parse → config → fetch → select/merge → (write dotenv) → spawn → wait → exit.
+//! Each step lives in its own module; this file only strings them together (see docs/architecture.md).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod exit;
+pub mod report;
+pub mod secret;
+pub mod supervise;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::exit::Outcome;
+use clap::Parser;
+use std::ffi::OsString;
+
+/// Runs r4-run with these arguments (the first is the program name) and says how it ended.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
+    let args = match cli::Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => return usage_outcome(e),
+    };
+    let config = match Config::from_args(args, |name| std::env::var_os(name)) {
+        Ok(config) => config,
+        Err(e) => return Outcome::Failed(e),
+    };
+    report::set_verbosity(config.verbosity);
+    match run_config(config) {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+fn run_config(config: Config) -> Result<Outcome, Outcome> {
+    let fetched = api::fetch_env(&api::Request {
+        url: config.env_url(),
+        key: &config.key,
+        project: &config.project,
+        timeout: config.timeout,
+    })?;
+    verbose!(
+        1,
+        "project {} has {} variables",
+        config.project,
+        fetched.len()
+    );
+    if report::verbosity() >= 2 {
+        let names: Vec<&str> = fetched.vars.iter().map(|(n, _)| n.as_str()).collect();
+        verbose!(2, "names: {}", names.join(", "));
+    }
+
+    let (selected, notices) = env::select(&fetched, &config.merge);
+    for notice in &notices {
+        warn!("{notice}");
+    }
+    let Some(command) = &config.command else {
+        return Ok(Outcome::Done);
+    };
+    verbose!(
+        1,
+        "passing {} variables to {}",
+        selected.len(),
+        command.program.to_string_lossy()
+    );
+    let child_env = env::merge(std::env::vars_os(), selected, &config.merge);
+    let child = supervise::spawn(command, child_env)?;
+    // The child has its copy; ours go now, before the (possibly hours-long) wait.
+    drop(fetched);
+    drop(config);
+    Ok(supervise::wait(child))
+}
+
+/// A usage error from clap becomes a 125 in the contract's message format; `--help` and
+/// `--version` print as usual and succeed.
+fn usage_outcome(e: clap::Error) -> Outcome {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return Outcome::Done;
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let what = lines.next().unwrap_or("invalid arguments");
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    let tip = lines
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .map(str::to_owned);
+    let hint = match tip {
+        Some(tip) => format!("{tip}\nsee r4-run --help"),
+        None => "see r4-run --help".to_owned(),
+    };
+    Outcome::Failed(Error::new(what).hint(hint))
+}
