@@ -1,0 +1,5 @@
+//! Integration tests: the real r4-run binary against real HTTP servers on 127.0.0.1.
+
+mod support;
+
+mod run;
