@@ -2,4 +2,5 @@
 
 mod support;
 
+mod emulator;
 mod run;

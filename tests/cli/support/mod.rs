@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod emulator;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
