@@ -9,9 +9,11 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod exit;
+pub mod hardening;
 pub mod report;
 pub mod secret;
 pub mod supervise;
+pub mod wipe_alloc;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -30,6 +32,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
         Err(e) => return Outcome::Failed(e),
     };
     report::set_verbosity(config.verbosity);
+    // The key is in `config` now; the copy the kernel put in our environment block goes.
+    hardening::scrub_own_environment();
     match run_config(config) {
         Ok(outcome) | Err(outcome) => outcome,
     }
@@ -68,9 +72,13 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     );
     let child_env = env::merge(std::env::vars_os(), selected, &config.merge);
     let child = supervise::spawn(command, child_env)?;
-    // The child has its copy; ours go now, before the (possibly hours-long) wait.
+    // The child has its copy; ours go now, before the (possibly hours-long) wait: our types zeroize
+    // themselves, the allocator wipes every library buffer freed with them, and the stack the fetch
+    // used is overwritten.
     drop(fetched);
     drop(config);
+    hardening::wipe_used_stack();
+    hardening::forbid_core_dumps();
     Ok(supervise::wait(child))
 }
 

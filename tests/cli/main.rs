@@ -3,4 +3,5 @@
 mod support;
 
 mod emulator;
+mod hygiene;
 mod run;

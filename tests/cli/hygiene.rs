@@ -1,0 +1,207 @@
+//! Secret hygiene: once the child runs, no byte of a secret is left in the supervising r4-run: not in
+//! its heap (live or freed), stack, argv or environ, and never in its messages.
+
+use crate::support::emulator::Emulator;
+use crate::support::{bin, corpus, r4_run, KEY, KEY_SECRET_PART, PROJECT};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PEM_SECRET: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjHygieneQ9zX7wPq\nc2VjcmV0IGtleSBtYXRlcmlhbCBmb3IgdGhlIHNjYW4gdGVzdA==\n-----END PRIVATE KEY-----\n";
+const QUOTED_SECRET: &str = "it's \"quoted\" $HOME `zq81-hygiene-marker`";
+const PLAIN_SECRET: &str = "sk_live_hygiene_4242424242424242";
+
+/// What the scan looks for: each secret value, and the API key's secret part.
+fn needles() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("PEM block", PEM_SECRET.as_bytes().to_vec()),
+        (
+            "PEM body line",
+            b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjHygieneQ9zX7wPq".to_vec(),
+        ),
+        ("quoted value", QUOTED_SECRET.as_bytes().to_vec()),
+        ("plain value", PLAIN_SECRET.as_bytes().to_vec()),
+        ("key secret part", KEY_SECRET_PART.as_bytes().to_vec()),
+    ]
+}
+
+/// Starts r4-run supervising a child that says "ready" and then sleeps, and returns once r4-run is
+/// asleep in its wait for the child (all its clean-up done).
+fn start_supervising(api: &Emulator, extra_env: &[(&str, &str)]) -> (Child, u32) {
+    let mut cmd = Command::new(bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("R4_API_KEY", KEY)
+        .args([
+            "--project",
+            PROJECT,
+            "--base-url",
+            &api.url,
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 120",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut r4 = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(r4.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child_pid: u32 = line.trim().parse().expect("the child's pid");
+    wait_until_blocked(r4.id());
+    (r4, child_pid)
+}
+
+/// r4-run sleeps only once it is waiting for the child, after every drop and wipe.
+fn wait_until_blocked(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        if state == "S" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r4-run never settled (state {state})"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Counts each needle in every readable mapping of `pid`, and in its argv and environ.
+fn scan(pid: u32) -> Vec<(&'static str, usize)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut images = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (range, perms) = (fields.next().unwrap(), fields.next().unwrap());
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (end - start) as usize];
+        // [vvar] and similar special mappings refuse reads; they hold no data of ours.
+        if mem.read_exact_at(&mut buf, start).is_ok() {
+            images.push(buf);
+        }
+    }
+    for file in ["cmdline", "environ"] {
+        let mut buf = Vec::new();
+        std::fs::File::open(format!("/proc/{pid}/{file}"))
+            .unwrap()
+            .read_to_end(&mut buf)
+            .unwrap();
+        images.push(buf);
+    }
+    assert!(
+        images.len() > 3,
+        "the scan read too little to mean anything"
+    );
+    needles()
+        .into_iter()
+        .map(|(what, needle)| (what, images.iter().map(|img| count(img, &needle)).sum()))
+        .collect()
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    let first = needle[0];
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(pos) = haystack[i..].iter().position(|&b| b == first) {
+        let at = i + pos;
+        if haystack[at..].starts_with(needle) {
+            n += 1;
+        }
+        i = at + 1;
+    }
+    n
+}
+
+fn finish(mut r4: Child, child_pid: u32) {
+    // SAFETY: sending a signal to the sleeping grandchild we just read the pid of.
+    unsafe { libc::kill(child_pid as i32, libc::SIGKILL) };
+    let _ = r4.wait();
+}
+
+fn project_api() -> Emulator {
+    let mut vars = corpus::hostile();
+    vars.extend([
+        ("PEM_SECRET", PEM_SECRET),
+        ("QUOTED_SECRET", QUOTED_SECRET),
+        ("PLAIN_SECRET", PLAIN_SECRET),
+    ]);
+    Emulator::with_project(&vars, &[])
+}
+
+#[test]
+fn no_secret_byte_is_left_in_the_supervisor_once_the_child_runs() {
+    let api = project_api();
+    let (r4, child_pid) = start_supervising(&api, &[]);
+    let found = scan(r4.id());
+    finish(r4, child_pid);
+    assert!(
+        found.iter().all(|(_, n)| *n == 0),
+        "secrets left in r4-run's memory: {found:?}"
+    );
+}
+
+/// The negative control: the same scan of a build that does not wipe freed memory finds copies, so
+/// the test above is able to fail.
+#[test]
+fn without_the_wiping_allocator_the_scan_finds_copies() {
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the no-wipe switch exists in debug builds only");
+        return;
+    }
+    let api = project_api();
+    let (r4, child_pid) = start_supervising(&api, &[("R4_RUN_TEST_NO_WIPE", "1")]);
+    let found = scan(r4.id());
+    finish(r4, child_pid);
+    let total: usize = found.iter().map(|(_, n)| n).sum();
+    assert!(
+        total > 0,
+        "the scan found nothing even without wiping: it cannot see copies ({found:?})"
+    );
+}
+
+#[test]
+fn the_most_verbose_output_names_no_value_and_no_key() {
+    let vars = corpus::hostile();
+    let api = Emulator::with_project(&vars, &[]);
+    let ran = r4_run().against(&api.url).arg("-vvv").probe().run();
+    ran.assert_code(0);
+    let err = ran.stderr();
+    assert!(
+        err.contains("GET ") && err.contains("200"),
+        "-vvv says what it did:\n{err}"
+    );
+    assert!(
+        err.contains("PEM_BLOCK"),
+        "-vvv names the variables:\n{err}"
+    );
+    for (name, value) in vars.iter().filter(|(_, v)| v.len() >= 6) {
+        assert!(
+            !err.contains(value),
+            "-vvv shows the value of {name}:\n{err}"
+        );
+    }
+    assert!(!err.contains(KEY_SECRET_PART));
+}
