@@ -212,14 +212,21 @@ enum Quoting {
     Double,
 }
 
-/// smart2: bare when every byte is safe; else single quotes when the value has no `'`, CR or `\`
-/// (single quotes are literal everywhere, but dotenvy's line gathering treats `\'` as an escape, and
-/// python/node lose CRs); else double quotes.
+/// smart2: bare when every byte is safe; else single quotes when the value has no `'`, no CR, no
+/// `\\` and does not end in `\`; else double quotes.
+///
+/// Single quotes are literal in dotenvy, python-dotenv and node, with three exceptions that the
+/// conditions avoid: python-dotenv decodes `\\` and `\'` inside them; dotenvy's line gathering takes
+/// `\'` for an escaped quote (so `'abc\'` swallows the next line); python and node turn CR into LF.
+/// A lone `\` (`C:\path`) is safe, which matters for node, which cannot read `\\` in double quotes.
 fn dotenv_quoting(value: &str) -> Quoting {
     let b = value.as_bytes();
     if !b.is_empty() && b.iter().all(|&c| is_bare_byte(c)) {
         Quoting::Bare
-    } else if !b.iter().any(|&c| c == b'\'' || c == b'\r' || c == b'\\') {
+    } else if !b.iter().any(|&c| c == b'\'' || c == b'\r')
+        && !b.windows(2).any(|w| w == b"\\\\")
+        && !value.ends_with('\\')
+    {
         Quoting::Single
     } else {
         Quoting::Double
@@ -325,6 +332,9 @@ fn emit<O: Out>(out: &mut O, vars: &[(&str, &str)], format: Format) {
                 out.byte(b'=');
                 dotenv_value(out, value);
                 out.byte(b'\n');
+                if dotenv_quoting(value) == Quoting::Double && value.ends_with('\\') {
+                    out.put(BACKSLASH_FENCE);
+                }
             }
         }
         Format::Shell => {
@@ -358,6 +368,14 @@ fn emit<O: Out>(out: &mut O, vars: &[(&str, &str)], format: Format) {
         }
     }
 }
+
+/// Written after a double-quoted value that ends in `\` (`K="abc\\"`). python-dotenv and node
+/// `dotenv` take that final `\"` for an escaped quote and read on to the next `"` that ends a line
+/// (node) or to the next `"` at all (python), losing every variable in between. The quote at the end
+/// of this comment stops them there, so they lose only this value, which they cannot read anyway.
+/// dotenvy, the reference, reads the value right and skips the comment.
+const BACKSLASH_FENCE: &[u8] =
+    b"# (r4-run) the quote at the end of this comment fences off the final backslash above \"\n";
 
 fn dotenv_value<O: Out>(out: &mut O, value: &str) {
     match dotenv_quoting(value) {
@@ -598,8 +616,8 @@ mod tests {
             "A='a b $HOME `x` \"q\"\n#'\n"
         );
         assert_eq!(
-            out(&[("A", "it's $x `y` \"z\" \\")], Format::Dotenv),
-            "A=\"it's \\$x `y` \\\"z\\\" \\\\\"\n"
+            out(&[("A", "it's $x `y` \"z\" \\ ")], Format::Dotenv),
+            "A=\"it's \\$x `y` \\\"z\\\" \\\\ \"\n"
         );
         assert_eq!(
             out(&[("A", "a\r\nb\tc")], Format::Dotenv),
