@@ -216,6 +216,7 @@ fn git_warning_only_for_unignored_files_in_a_work_tree() {
         warning.contains("\n  hint: ") && warning.contains("'/.env' >> "),
         "{warning}"
     );
+    eprintln!("r4-run: warning: {warning}");
 
     // The file need not exist yet.
     assert!(git_ignore_warning(&repo.join("new.env")).is_some());
