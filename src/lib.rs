@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dotenv;
 pub mod env;
 pub mod error;
 pub mod exit;
