@@ -4,6 +4,7 @@
 //! work, and reported with what to do.
 
 use crate::cli::{Args, FormatArg};
+use crate::dotenv::Format;
 use crate::error::{Error, Result};
 use crate::secret::{ApiKey, SecretString};
 use reqwest::Url;
@@ -46,7 +47,7 @@ pub struct MergePolicy {
 #[derive(Debug)]
 pub struct DotenvTarget {
     pub dest: DotenvDest,
-    pub format: FormatArg,
+    pub format: Format,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -81,7 +82,12 @@ impl Config {
             } else {
                 DotenvDest::File(path)
             },
-            format: args.format.unwrap_or(FormatArg::Dotenv),
+            format: match args.format.unwrap_or(FormatArg::Dotenv) {
+                FormatArg::Dotenv => Format::Dotenv,
+                FormatArg::Shell => Format::Shell,
+                FormatArg::Json => Format::Json,
+                FormatArg::Docker => Format::Docker,
+            },
         });
         if command.is_none() && dotenv.is_none() {
             return Err(Error::new("no command to run")

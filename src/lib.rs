@@ -62,6 +62,9 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     for notice in &notices {
         warn!("{notice}");
     }
+    if let Some(target) = &config.dotenv {
+        write_dotenv(target, &selected)?;
+    }
     let Some(command) = &config.command else {
         return Ok(Outcome::Done);
     };
@@ -83,6 +86,56 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     Ok(supervise::wait(child))
 }
 
+/// `--dotenv`: renders the selected variables and writes them to stdout or, atomically, to a file.
+fn write_dotenv(
+    target: &config::DotenvTarget,
+    selected: &[env::Selected<'_>],
+) -> Result<(), Outcome> {
+    use std::io::Write;
+    let format = target.format;
+    let pairs: Vec<(&str, &str)> = selected
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.expose()))
+        .collect();
+    let rendered =
+        dotenv::render(&pairs, format).map_err(|e| Error::new(e.to_string()).hint(e.hint()))?;
+    drop(pairs);
+    for skipped in &rendered.skipped {
+        warn!(
+            "leaving {:?} out of the {format} output: {}",
+            skipped.name, skipped.reason
+        );
+    }
+    let written = selected.len() - rendered.skipped.len();
+    match &target.dest {
+        config::DotenvDest::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&rendered.bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| {
+                    Error::new(format!("cannot write the {format} output to stdout: {e}"))
+                        .hint("check where stdout goes (a closed pipe, a full disk)")
+                })?;
+            verbose!(1, "wrote {written} variables to stdout as {format}");
+        }
+        config::DotenvDest::File(path) => {
+            dotenv::write_atomic(path, &rendered.bytes).map_err(|e| {
+                Error::new(format!("cannot write {}: {e}", path.display()))
+                    .hint("check that the directory exists and is writable; an earlier file there is unchanged")
+            })?;
+            verbose!(
+                1,
+                "wrote {written} variables to {} as {format} (mode 0600)",
+                path.display()
+            );
+            if let Some(warning) = dotenv::git_ignore_warning(path) {
+                warn!("{warning}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A usage error from clap becomes a 125 in the contract's message format; `--help` and
 /// `--version` print as usual and succeed.
 fn usage_outcome(e: clap::Error) -> Outcome {
@@ -92,10 +145,13 @@ fn usage_outcome(e: clap::Error) -> Outcome {
         return Outcome::Done;
     }
     let text = e.render().to_string();
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let what = lines.next().unwrap_or("invalid arguments");
-    let what = what.strip_prefix("error: ").unwrap_or(what);
-    let tip = lines
+    // clap's first paragraph says what is wrong (possibly over several lines); a later "tip:" helps.
+    let mut paragraphs = text.split("\n\n");
+    let first = paragraphs.next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let what = first.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    let tip = paragraphs
+        .flat_map(str::lines)
         .find_map(|l| l.trim().strip_prefix("tip: "))
         .map(str::to_owned);
     let hint = match tip {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod dotenv;
 mod emulator;
 mod hygiene;
 mod run;
