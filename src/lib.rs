@@ -109,9 +109,12 @@ fn write_dotenv(
     let written = selected.len() - rendered.skipped.len();
     match &target.dest {
         config::DotenvDest::Stdout => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&rendered.bytes)
-                .and_then(|()| out.flush())
+            // Straight to the file descriptor: std's stdout buffer is never freed, so a value
+            // copied into it would stay in our memory for the whole life of a child started next.
+            let stdout = std::io::stdout();
+            let _lock = stdout.lock();
+            let fd = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
+            fd.and_then(|fd| std::fs::File::from(fd).write_all(&rendered.bytes))
                 .map_err(|e| {
                     Error::new(format!("cannot write the {format} output to stdout: {e}"))
                         .hint("check where stdout goes (a closed pipe, a full disk)")
