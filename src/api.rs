@@ -161,7 +161,7 @@ fn transport_error(req: &Request<'_>, e: &reqwest::Error) -> Error {
     if cause.is_empty() {
         cause = e.to_string();
     }
-    if e.is_connect() {
+    let e = if e.is_connect() {
         Error::new(format!("cannot connect to {origin}: {cause}"))
             .hint("check the network, any proxy (HTTPS_PROXY), and --base-url / R4_BASE_URL")
     } else if e.is_timeout() {
@@ -170,7 +170,8 @@ fn transport_error(req: &Request<'_>, e: &reqwest::Error) -> Error {
     } else {
         Error::new(format!("the request to {origin} failed: {cause}"))
             .hint("check the network and --base-url; retry later if the service is having trouble")
-    }
+    };
+    e.transient()
 }
 
 #[derive(serde::Deserialize)]
@@ -221,9 +222,11 @@ fn status_error(req: &Request<'_>, status: StatusCode, content_type: &str, body:
         404 => Error::new(format!("{} was not found (404 {said})", req.url))
             .hint("check --base-url / R4_BASE_URL: it should be https://r4.dev or the full Machine API base"),
         429 => Error::new(format!("the R4 API's rate limit was reached (429 {said})"))
-            .hint("a key allows 100 requests a minute and 10,000 a day; wait and try again"),
+            .hint("a key allows 100 requests a minute and 10,000 a day; wait and try again")
+            .transient(),
         s if s >= 500 => Error::new(format!("the R4 API failed ({status}: {said})"))
-            .hint("this is on the server's side; try again shortly"),
+            .hint("this is on the server's side; try again shortly")
+            .transient(),
         _ => Error::new(format!("the R4 API answered {status} ({said})"))
             .hint("check --project and --base-url"),
     }

@@ -68,6 +68,18 @@ pub struct Args {
     #[arg(long, value_name = "FMT", requires = "dotenv", value_enum)]
     pub format: Option<FormatArg>,
 
+    /// Keep the last-known-good variables in PATH, encrypted with the API key; use them when the API cannot be reached
+    #[arg(long, value_name = "PATH")]
+    pub fallback: Option<PathBuf>,
+
+    /// Refuse a fallback file older than this (90, 15m, 12h, 7d) [default: no limit]
+    #[arg(long, value_name = "DURATION", requires = "fallback")]
+    pub fallback_max_age: Option<String>,
+
+    /// Do not contact the API: use the fallback file (offline development)
+    #[arg(long, requires = "fallback")]
+    pub fallback_only: bool,
+
     /// More diagnostics on stderr (repeat for more: -vvv); never shows a value
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,

@@ -31,6 +31,7 @@ pub struct Config {
     pub timeout: Duration,
     pub merge: MergePolicy,
     pub dotenv: Option<DotenvTarget>,
+    pub fallback: Option<FallbackFile>,
     pub command: Option<CommandLine>,
     pub verbosity: i8,
 }
@@ -54,6 +55,15 @@ pub struct DotenvTarget {
 pub enum DotenvDest {
     Stdout,
     File(PathBuf),
+}
+
+/// `--fallback PATH` and its companions.
+#[derive(Debug)]
+pub struct FallbackFile {
+    pub path: PathBuf,
+    pub max_age: Option<Duration>,
+    /// `--fallback-only`: never contact the API.
+    pub only: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +144,19 @@ impl Config {
             }
         }
 
+        let fallback = match args.fallback {
+            Some(path) => Some(FallbackFile {
+                path,
+                max_age: args
+                    .fallback_max_age
+                    .as_deref()
+                    .map(crate::fallback::parse_max_age)
+                    .transpose()?,
+                only: args.fallback_only,
+            }),
+            None => None,
+        };
+
         let (key, key_source) = read_key(args.api_key_file.as_deref(), &env)?;
         Ok(Self {
             project,
@@ -143,6 +166,7 @@ impl Config {
             timeout,
             merge,
             dotenv,
+            fallback,
             command,
             verbosity,
         })
@@ -341,6 +365,9 @@ mod tests {
             timeout: None,
             dotenv: None,
             format: None,
+            fallback: None,
+            fallback_max_age: None,
+            fallback_only: false,
             verbose: 0,
             quiet: false,
             command: vec!["true".into()],

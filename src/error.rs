@@ -10,6 +10,7 @@ use std::fmt;
 pub struct Error {
     what: String,
     hint: Option<String>,
+    transient: bool,
 }
 
 impl Error {
@@ -17,6 +18,7 @@ impl Error {
         Self {
             what: what.into(),
             hint: None,
+            transient: false,
         }
     }
 
@@ -24,6 +26,18 @@ impl Error {
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// Marks a failure that says nothing about the key or the project (unreachable, timed out,
+    /// rate-limited, a 5xx): trying again later may work, and a fallback file may stand in.
+    #[must_use]
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 
     pub fn what(&self) -> &str {

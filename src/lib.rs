@@ -10,6 +10,7 @@ pub mod dotenv;
 pub mod env;
 pub mod error;
 pub mod exit;
+pub mod fallback;
 pub mod hardening;
 pub mod report;
 pub mod secret;
@@ -41,12 +42,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
 }
 
 fn run_config(config: Config) -> Result<Outcome, Outcome> {
-    let fetched = api::fetch_env(&api::Request {
-        url: config.env_url(),
-        key: &config.key,
-        project: &config.project,
-        timeout: config.timeout,
-    })?;
+    let fetched = fetch_or_fall_back(&config)?;
     verbose!(
         1,
         "project {} has {} variables",
@@ -84,6 +80,72 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     hardening::wipe_used_stack();
     hardening::forbid_core_dumps();
     Ok(supervise::wait(child))
+}
+
+/// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
+/// instead when the API cannot be reached (never when it answered that the key or project is wrong).
+fn fetch_or_fall_back(config: &Config) -> Result<api::Fetched, Error> {
+    let load = |fb: &config::FallbackFile| {
+        fallback::load(
+            &fb.path,
+            &config.key,
+            &config.project,
+            fb.max_age,
+            std::time::SystemTime::now(),
+        )
+    };
+    let fb = match &config.fallback {
+        Some(fb) if fb.only => {
+            let loaded = load(fb)?;
+            verbose!(
+                1,
+                "using the fallback file {} ({} old; --fallback-only)",
+                fb.path.display(),
+                fallback::human(loaded.age)
+            );
+            return Ok(loaded.fetched);
+        }
+        other => other,
+    };
+    let fetched = api::fetch_env(&api::Request {
+        url: config.env_url(),
+        key: &config.key,
+        project: &config.project,
+        timeout: config.timeout,
+    });
+    match (fetched, fb) {
+        (Ok(fetched), Some(fb)) => {
+            match fallback::save(
+                &fb.path,
+                &config.key,
+                &config.project,
+                &fetched,
+                std::time::SystemTime::now(),
+            ) {
+                Ok(()) => verbose!(1, "saved the fallback file {}", fb.path.display()),
+                Err(e) => warn!("{e}; the run goes on without refreshing it"),
+            }
+            Ok(fetched)
+        }
+        (Err(e), Some(fb)) if e.is_transient() => match load(fb) {
+            Ok(loaded) => {
+                warn!(
+                    "{}; using the fallback file {}, written {} ago",
+                    e.what(),
+                    fb.path.display(),
+                    fallback::human(loaded.age)
+                );
+                Ok(loaded.fetched)
+            }
+            Err(fe) => Err(Error::new(format!(
+                "{} (and no usable fallback: {})",
+                e.what(),
+                fe.what()
+            ))
+            .hint(e.hint_text().unwrap_or("try again later").to_owned())),
+        },
+        (result, _) => result,
+    }
 }
 
 /// `--dotenv`: renders the selected variables and writes them to stdout or, atomically, to a file.

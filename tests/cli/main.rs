@@ -4,5 +4,6 @@ mod support;
 
 mod dotenv;
 mod emulator;
+mod fallback;
 mod hygiene;
 mod run;
