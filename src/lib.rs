@@ -11,6 +11,7 @@ pub mod error;
 pub mod exit;
 pub mod report;
 pub mod secret;
+pub mod signals;
 pub mod supervise;
 
 use crate::config::Config;
@@ -21,6 +22,9 @@ use std::ffi::OsString;
 
 /// Runs r4-run with these arguments (the first is the program name) and says how it ended.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
+    // First of all, while this is the only thread: every later thread inherits the mask, and a
+    // signal that arrives before the child exists waits for us (see signals.rs).
+    signals::block();
     let args = match cli::Args::try_parse_from(args) {
         Ok(args) => args,
         Err(e) => return usage_outcome(e),
@@ -66,12 +70,27 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         selected.len(),
         command.program.to_string_lossy()
     );
+    // A TERM, INT, HUP or QUIT that came during the fetch was meant to end this run: honour it
+    // instead of starting a child only to stop it.
+    if let Some(signal) = signals::block().take_pending_before_spawn() {
+        verbose!(
+            1,
+            "{} arrived before the command started; not starting it",
+            signals::name(signal)
+        );
+        return Err(Outcome::ChildKilled(signal));
+    }
     let child_env = env::merge(std::env::vars_os(), selected, &config.merge);
-    let child = supervise::spawn(command, child_env)?;
+    if config.exec {
+        // Returns only if exec failed; on success this image, secrets and all, is gone.
+        return Err(supervise::exec(command, child_env));
+    }
+    let mode = supervise::Mode::detect(config.subreaper);
+    let child = supervise::spawn(command, child_env, mode)?;
     // The child has its copy; ours go now, before the (possibly hours-long) wait.
     drop(fetched);
     drop(config);
-    Ok(supervise::wait(child))
+    Ok(supervise::supervise(child, mode))
 }
 
 /// A usage error from clap becomes a 125 in the contract's message format; `--help` and
