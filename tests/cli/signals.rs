@@ -1,7 +1,11 @@
 //! Supervision: real signals at r4-run, a probe child that logs each one it gets, reaping as a
-//! subreaper and as PID 1, a pseudo-terminal, and `--exec`.
+//! subreaper and as PID 1, a pseudo-terminal, `--exec`, and a
+//! signal during the fetch.
 
-use crate::support::{await_line, children_of, line_reader, r4_run, send, server_with, DEADLINE};
+use crate::support::{
+    await_line, children_of, env_answer, line_reader, r4_run, send, server_answering, server_with,
+    DEADLINE,
+};
 use std::process::Stdio;
 
 /// Every relayed signal but TERM, which ends the probe; sent in this order.
@@ -301,4 +305,30 @@ async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
     let logged = std::fs::read_to_string(&log).unwrap();
     let logged: Vec<String> = logged.lines().map(str::to_owned).collect();
     assert_each_once(&logged, &["SIGINT", "SIGTERM"]);
+}
+
+#[tokio::test]
+async fn term_during_the_fetch_ends_r4_run_without_starting_the_command() {
+    let answer = wiremock::ResponseTemplate::new(200)
+        .set_body_json(env_answer(&[("A", "1")]))
+        .set_delay(std::time::Duration::from_secs(1));
+    let server = server_answering(answer).await;
+    let mut r4 = r4_run().against(&server.uri()).signal_probe(&[]).spawn();
+    // No event tells that the request arrived; poll the mock server, bounded.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "r4-run never fetched");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    r4.signal(libc::SIGTERM);
+    r4.assert_exit(143);
+    assert!(
+        r4.signal_log().is_empty() && r4.lines.try_recv().is_err(),
+        "the command was started"
+    );
 }
