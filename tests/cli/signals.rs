@@ -178,7 +178,8 @@ async fn as_pid_1_it_reaps_orphans_and_relays_term_and_int() {
     let server = server_with(&[("A", "1")]).await;
     let mut r4 = r4_run()
         .against(&server.uri())
-        .wrapped_in(["unshare", "--fork", "--pid", "--mount-proc"])
+        // --kill-child: should the test fail, killing unshare takes the whole namespace down.
+        .wrapped_in(["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"])
         .signal_probe(&["--orphan"])
         .spawn();
     // Inside the namespace the orphan's new parent is PID 1: r4-run.

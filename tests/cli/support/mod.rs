@@ -118,6 +118,7 @@ impl R4Run {
     /// Starts r4-run in its own process group (so a terminal the tests run in plays no part), stdin
     /// from /dev/null, stdout read line by line, stderr kept.
     pub fn spawn(self) -> Spawned {
+        let wrapped = !self.wrapper.is_empty();
         let mut cmd = self.command_to_start();
         cmd.process_group(0);
         cmd.stdin(Stdio::null())
@@ -142,6 +143,7 @@ impl R4Run {
             pid,
             exit,
             exited: false,
+            wrapped,
             lines,
             stderr: Some(stderr),
             probe_pid: None,
@@ -343,6 +345,8 @@ pub struct Spawned {
     /// r4-run's exit status, from a thread that waits for it.
     exit: Receiver<ExitStatus>,
     exited: bool,
+    /// r4-run runs under a wrapper (a PID namespace): the probe's pid is not one of ours to signal.
+    wrapped: bool,
     pub lines: Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     /// The probe's pid, once it said "ready PID".
@@ -408,16 +412,19 @@ impl Spawned {
 impl Drop for Spawned {
     /// A failed test leaves nothing running.
     fn drop(&mut self) {
-        if let Some(pid) = self.probe_pid {
-            // SAFETY: plain integers; at worst the probe is already gone.
+        if self.exited || self.exit.try_recv().is_ok() {
+            return;
+        }
+        if let (Some(pid), false) = (self.probe_pid, self.wrapped) {
+            // SAFETY: plain integers. r4-run is alive, so it has not reaped the probe and the pid
+            // is still the probe's. (Under a wrapper the pid is a namespace's, not ours: the
+            // wrapper must take its children down itself, as `unshare --kill-child` does.)
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        if !self.exited && self.exit.try_recv().is_err() {
-            // SAFETY: plain integers; r4-run is not reaped yet (its waiter has not reported), so the
-            // pid is still ours.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = self.exit.recv_timeout(DEADLINE);
-        }
+        // SAFETY: plain integers; r4-run is not reaped yet (its waiter has not reported), so the
+        // pid is still ours.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = self.exit.recv_timeout(DEADLINE);
     }
 }
 
