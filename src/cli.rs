@@ -88,6 +88,19 @@ pub struct Args {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Reap orphaned descendants of the command as PID 1 would (become a child subreaper)
+    #[arg(
+        long,
+        env = "R4_RUN_SUBREAPER",
+        conflicts_with = "exec",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub subreaper: bool,
+
+    /// Replace r4-run by the command (exec) instead of supervising it: no signal relay, no reaping
+    #[arg(long)]
+    pub exec: bool,
+
     /// The command to run and its arguments, passed untouched (no shell)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,

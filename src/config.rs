@@ -34,6 +34,10 @@ pub struct Config {
     pub fallback: Option<FallbackFile>,
     pub command: Option<CommandLine>,
     pub verbosity: i8,
+    /// `--subreaper`: reap orphaned descendants as PID 1 would.
+    pub subreaper: bool,
+    /// `--exec`: replace r4-run by the command instead of supervising it.
+    pub exec: bool,
 }
 
 /// How fetched variables are filtered, renamed and combined with the inherited environment.
@@ -103,6 +107,10 @@ impl Config {
             return Err(Error::new("no command to run")
                 .hint("put the command after '--': r4-run --project ID -- npm start\nor write a file with --dotenv PATH; see r4-run --help"));
         }
+        if args.exec && command.is_none() {
+            return Err(Error::new("--exec needs a command to run")
+                .hint("put the command after '--': r4-run --exec --project ID -- npm start"));
+        }
         if let Some(cmd) = &command {
             if cmd.program.is_empty() {
                 return Err(Error::new("the command to run is an empty string"));
@@ -169,6 +177,8 @@ impl Config {
             fallback,
             command,
             verbosity,
+            subreaper: args.subreaper,
+            exec: args.exec,
         })
     }
 
@@ -370,6 +380,8 @@ mod tests {
             fallback_only: false,
             verbose: 0,
             quiet: false,
+            subreaper: false,
+            exec: false,
             command: vec!["true".into()],
         };
         let cfg =

@@ -14,6 +14,7 @@ pub mod fallback;
 pub mod hardening;
 pub mod report;
 pub mod secret;
+pub mod signals;
 pub mod supervise;
 pub mod wipe_alloc;
 
@@ -25,6 +26,9 @@ use std::ffi::OsString;
 
 /// Runs r4-run with these arguments (the first is the program name) and says how it ended.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
+    // First of all, while this is the only thread: every later thread inherits the mask, and a
+    // signal that arrives before the child exists waits for us (see signals.rs).
+    signals::block();
     let args = match cli::Args::try_parse_from(args) {
         Ok(args) => args,
         Err(e) => return usage_outcome(e),
@@ -70,8 +74,23 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         selected.len(),
         command.program.to_string_lossy()
     );
+    // A TERM, INT, HUP or QUIT that came during the fetch was meant to end this run: honour it
+    // instead of starting a child only to stop it.
+    if let Some(signal) = signals::block().take_pending_before_spawn() {
+        verbose!(
+            1,
+            "{} arrived before the command started; not starting it",
+            signals::name(signal)
+        );
+        return Err(Outcome::ChildKilled(signal));
+    }
     let child_env = env::merge(std::env::vars_os(), selected, &config.merge);
-    let child = supervise::spawn(command, child_env)?;
+    if config.exec {
+        // Returns only if exec failed; on success this image, secrets and all, is gone.
+        return Err(supervise::exec(command, child_env));
+    }
+    let mode = supervise::Mode::detect(config.subreaper);
+    let child = supervise::spawn(command, child_env, mode)?;
     // The child has its copy; ours go now, before the (possibly hours-long) wait: our types zeroize
     // themselves, the allocator wipes every library buffer freed with them, and the stack the fetch
     // used is overwritten.
@@ -79,7 +98,7 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     drop(config);
     hardening::wipe_used_stack();
     hardening::forbid_core_dumps();
-    Ok(supervise::wait(child))
+    Ok(supervise::supervise(child, mode))
 }
 
 /// The project's variables from the API; with `--fallback`, saved after a good fetch, and used

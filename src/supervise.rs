@@ -1,23 +1,89 @@
-//! Starting the command and waiting for it: PATH look-up as `execvp` does it, exec failures mapped to
-//! 126/127, and the child's end turned into an `Outcome`.
+//! Starting the command and supervising it, the tini way: PATH look-up as `execvp` does it, exec
+//! failures mapped to 126/127, then one synchronous loop that relays signals, reaps every child that
+//! ends, and turns the main child's end into an `Outcome` (see docs/signals.md).
 
 use crate::config::CommandLine;
 use crate::env::ChildEnv;
 use crate::error::Error;
 use crate::exit::Outcome;
+use crate::signals;
+use crate::{verbose, warn};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 /// `execvp`'s search path when PATH is unset.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Starts the command with exactly `env`. The `Command`, which holds copies of every value, is
-/// dropped before this returns.
-pub fn spawn(cmd: &CommandLine, env: ChildEnv<'_>) -> Result<Child, Outcome> {
+/// How the child is placed and which signals it already gets without us. Decided once, before
+/// spawn (see docs/signals.md for the reasons in full).
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// r4-run is PID 1 (a container's ENTRYPOINT): every orphan in the namespace is ours to reap.
+    pub pid1: bool,
+    /// A terminal is involved (stdin is a TTY, or r4-run is in the foreground process group of its
+    /// controlling terminal). The child then stays in r4-run's process group, which is (or will be,
+    /// after `fg`) the terminal's foreground group: Ctrl-C, Ctrl-Z and window-size changes reach it
+    /// straight from the kernel, and it can read the terminal without SIGTTIN.
+    /// Otherwise the child gets its own process group, so that a signal sent to r4-run's group
+    /// (a process manager killing the group, Ctrl-C in a shell with stdin redirected) reaches the
+    /// child once, through us, and not also directly.
+    pub shares_group: bool,
+    /// Make r4-run a child subreaper (`--subreaper`): orphans of the child's descendants are
+    /// re-parented to r4-run and reaped by it, as if it were PID 1.
+    pub subreaper: bool,
+}
+
+impl Mode {
+    pub fn detect(subreaper: bool) -> Self {
+        // SAFETY: getpid has no preconditions.
+        let pid1 = unsafe { libc::getpid() } == 1;
+        Self {
+            pid1,
+            shares_group: terminal_involved(),
+            subreaper,
+        }
+    }
+
+    /// Job control is ours to follow: a terminal is involved and r4-run can be stopped (PID 1 in a
+    /// namespace cannot be: the kernel drops SIGSTOP sent to it from inside).
+    fn follows_job_control(&self) -> bool {
+        self.shares_group && !self.pid1
+    }
+}
+
+fn terminal_involved() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+        return true;
+    }
+    // stdin redirected, but started from an interactive shell as a foreground job: the terminal's
+    // keys still signal our group, and the child may open /dev/tty (a password prompt).
+    // SAFETY: a constant NUL-terminated path; O_NOCTTY so opening cannot acquire a terminal.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` is the descriptor just opened; it is closed right after and used nowhere else.
+    let (foreground, ours) = unsafe {
+        let fg = libc::tcgetpgrp(fd);
+        libc::close(fd);
+        (fg, libc::getpgrp())
+    };
+    foreground > 0 && foreground == ours
+}
+
+/// Builds the `Command` for `cmd` with exactly `env`, its signal state restored before exec.
+fn command(cmd: &CommandLine, env: &ChildEnv<'_>) -> Result<Command, Outcome> {
     let path = std::env::var_os("PATH");
     let program = resolve(&cmd.program, path.as_deref())?;
     let mut command = Command::new(&program);
@@ -26,31 +92,201 @@ pub fn spawn(cmd: &CommandLine, env: ChildEnv<'_>) -> Result<Child, Outcome> {
         .args(&cmd.args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v.as_os_str())));
+    let mask = *signals::block();
+    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
+    // (pthread_sigmask, signal); it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || mask.restore_in_child());
+    }
+    Ok(command)
+}
+
+/// Starts the command with exactly `env` and returns its pid. The `Command`, which holds copies of
+/// every value, is dropped before this returns.
+pub fn spawn(cmd: &CommandLine, env: ChildEnv<'_>, mode: Mode) -> Result<libc::pid_t, Outcome> {
+    let mut command = command(cmd, &env)?;
+    if !mode.shares_group {
+        command.process_group(0);
+    }
+    if mode.subreaper && !mode.pid1 {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer argument.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if rc != 0 {
+            warn!(
+                "cannot become a child subreaper: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
     let spawned = command.spawn();
     drop(command);
     drop(env);
-    spawned.map_err(|e| exec_failure(&cmd.program, &e))
+    // The `Child` handle is dropped at once (that neither waits nor kills): the supervise loop owns
+    // waitpid, and `Child::wait` would race it for the status.
+    let child = spawned.map_err(|e| exec_failure(&cmd.program, &e))?;
+    Ok(child.id() as libc::pid_t)
 }
 
-/// Waits for the child and turns its end into the exit status the contract asks for.
-pub fn wait(mut child: Child) -> Outcome {
+/// `--exec`: replaces r4-run by the command (execve, no supervisor left). Returns only if that failed.
+pub fn exec(cmd: &CommandLine, env: ChildEnv<'_>) -> Outcome {
+    let mut command = match command(cmd, &env) {
+        Ok(command) => command,
+        Err(outcome) => return outcome,
+    };
+    let e = command.exec();
+    drop(command);
+    drop(env);
+    exec_failure(&cmd.program, &e)
+}
+
+/// The supervise loop: waits for signals, relays each relayed one to the child, reaps every child
+/// that ends (the main one and, as PID 1 or subreaper, orphans), and returns once the main child is
+/// reaped: its exit code, or the signal that killed it.
+pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
+    let mask = signals::block();
+    verbose!(
+        2,
+        "supervising pid {child}: {}{}",
+        if mode.shares_group {
+            "in r4-run's process group (terminal)"
+        } else {
+            "in its own process group"
+        },
+        if mode.pid1 { ", r4-run is PID 1" } else { "" }
+    );
     loop {
-        match child.wait() {
-            Ok(status) => {
-                return match (status.code(), status.signal()) {
-                    (Some(code), _) => Outcome::ChildExited(code),
-                    (None, Some(signal)) => Outcome::ChildKilled(signal),
-                    (None, None) => Outcome::Failed(Error::new(
-                        "the command ended in a way that has no exit status",
-                    )),
-                }
+        // Reap first: the child may have ended before the loop started (its SIGCHLD then waits
+        // pending too, and costs one more, empty, reap).
+        match reap(child, mode) {
+            Reaped::Ended(outcome) => return outcome,
+            Reaped::Running => {}
+        }
+        // A bounded wait, as tini does: a missed SIGCHLD (coalesced, or eaten by a library) costs at
+        // most a second, never a hang.
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `mask.waited` is an initialised set, `info` is writable storage for one
+        // siginfo_t, `timeout` a valid timespec.
+        let signal = unsafe { libc::sigtimedwait(&mask.waited, info.as_mut_ptr(), &timeout) };
+        if signal < 0 {
+            // EAGAIN (the timeout) or EINTR (r4-run was stopped and continued): reap and wait again.
+            continue;
+        }
+        if signal == libc::SIGCHLD {
+            continue;
+        }
+        // SAFETY: sigtimedwait returned a signal, so it filled `info`.
+        let info = unsafe { info.assume_init() };
+        relay(child, signal, &info, mode);
+    }
+}
+
+enum Reaped {
+    Running,
+    Ended(Outcome),
+}
+
+/// `waitpid(-1, WNOHANG)` until nothing is left to collect. Zombies of orphans are reaped and
+/// forgotten; the main child's end is the result. WUNTRACED/WCONTINUED report the main child's
+/// stops, which r4-run follows under a terminal.
+fn reap(child: libc::pid_t, mode: Mode) -> Reaped {
+    let mut ended = None;
+    let mut stopped = false;
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int to write the status into.
+        let pid = unsafe {
+            libc::waitpid(
+                -1,
+                &mut status,
+                libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED,
+            )
+        };
+        if pid == 0 {
+            break; // children remain, none changed state
+        }
+        if pid < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Outcome::Failed(Error::new(format!("cannot wait for the command: {e}")))
+            break; // ECHILD: no children at all
+        }
+        if pid != child {
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                verbose!(3, "reaped orphan pid {pid}");
             }
+            continue;
+        }
+        if libc::WIFEXITED(status) {
+            ended = Some(Outcome::ChildExited(libc::WEXITSTATUS(status)));
+        } else if libc::WIFSIGNALED(status) {
+            ended = Some(Outcome::ChildKilled(libc::WTERMSIG(status)));
+        } else if libc::WIFSTOPPED(status) {
+            stopped = true;
+        } else if libc::WIFCONTINUED(status) {
+            stopped = false;
         }
     }
+    if let Some(outcome) = ended {
+        return Reaped::Ended(outcome);
+    }
+    if stopped && mode.follows_job_control() {
+        // The child stopped (Ctrl-Z, or a TSTP/TTIN/TTOU/STOP). The shell waits on r4-run, not on
+        // the child, so r4-run stops too: the shell sees the job stopped and takes the terminal back.
+        // `fg`/`bg` send SIGCONT to our group, which continues both of us. SIGSTOP because the
+        // job-control stops are blocked here, and it stops even an orphaned process group.
+        verbose!(2, "the command stopped; stopping r4-run too");
+        // SAFETY: kill on our own pid with a valid signal.
+        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+    }
+    Reaped::Running
+}
+
+/// Sends a relayed signal on to the child, unless it already got it.
+fn relay(child: libc::pid_t, signal: libc::c_int, info: &libc::siginfo_t, mode: Mode) {
+    let name = signals::name(signal);
+    // si_code > 0 (SI_KERNEL) means the kernel generated the signal, not a process: for these
+    // signals that is the terminal (Ctrl-C, Ctrl-\, Ctrl-Z, a resize, a hang-up, a background read)
+    // or an orphaned group's HUP+CONT, and the kernel sends all of them to a whole process group. When
+    // the child shares ours, it got this one already: relaying would deliver it twice (uv's child.rs
+    // reasons the same for SIGINT). Signals sent by a process (kill, docker stop: SI_USER, SI_QUEUE,
+    // SI_TKILL, all <= 0) were aimed at r4-run and are relayed.
+    let from_kernel = info.si_code > 0;
+    if mode.shares_group && from_kernel {
+        verbose!(
+            3,
+            "{name} from the terminal reached the command directly; not relayed"
+        );
+        return;
+    }
+    // A shell's `fg` and `bg` send SIGCONT to the whole job's group, so the child, sharing it, has
+    // been continued already. Relay SIGCONT in a shared group only when the child is still stopped
+    // (someone continued r4-run alone).
+    if signal == libc::SIGCONT && mode.shares_group && !is_stopped(child) {
+        verbose!(3, "SIGCONT: the command is already running; not relayed");
+        return;
+    }
+    // To the child alone, not its group (tini's default): a child that manages its own children
+    // (a shell with jobs, a process manager) passes signals on as it sees fit, and its children get
+    // each signal once, from it. A `sh -c` wrapper should `exec` its command.
+    verbose!(3, "relaying {name} to pid {child}");
+    // SAFETY: kill with a pid we spawned (still a child of ours until reaped, so not reused) and a
+    // valid signal number.
+    unsafe { libc::kill(child, signal) };
+}
+
+/// Whether the process is stopped right now (state T in /proc).
+fn is_stopped(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')' (comm may hold anything).
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T")
 }
 
 /// Finds the program as `execvp` does: a name with a `/` is used as it is; otherwise each PATH entry

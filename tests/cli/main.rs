@@ -7,3 +7,4 @@ mod emulator;
 mod fallback;
 mod hygiene;
 mod run;
+mod signals;

@@ -6,8 +6,16 @@ pub mod emulator;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long any one awaited event may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
 
 pub const KEY: &str = "rk_test123.s3cretKeyPart-9f8e7d";
 pub const KEY_SECRET_PART: &str = "s3cretKeyPart-9f8e7d";
@@ -24,6 +32,7 @@ pub struct R4Run {
     cmd: Command,
     dir: tempfile::TempDir,
     probe: bool,
+    wrapper: Vec<OsString>,
 }
 
 pub fn r4_run() -> R4Run {
@@ -37,6 +46,7 @@ pub fn r4_run() -> R4Run {
         cmd,
         dir: tempfile::tempdir().unwrap(),
         probe: false,
+        wrapper: Vec::new(),
     }
 }
 
@@ -85,6 +95,82 @@ impl R4Run {
             child_env,
             _dir: self.dir,
         }
+    }
+
+    /// Runs r4-run under another program, e.g. `unshare --fork --pid --mount-proc`.
+    pub fn wrapped_in<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, wrapper: I) -> Self {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Runs the signal probe (probe.py) as the command, logging to `signals.log` in the tempdir,
+    /// with these extra probe arguments.
+    pub fn signal_probe(mut self, probe_args: &[&str]) -> Self {
+        let log = self.dir.path().join("signals.log");
+        self.cmd
+            .arg("--")
+            .arg(python())
+            .arg(probe_script())
+            .arg(log);
+        self.cmd.args(probe_args);
+        self
+    }
+
+    /// Starts r4-run in its own process group (so a terminal the tests run in plays no part), stdin
+    /// from /dev/null, stdout read line by line, stderr kept.
+    pub fn spawn(self) -> Spawned {
+        let wrapped = !self.wrapper.is_empty();
+        let mut cmd = self.command_to_start();
+        cmd.process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("r4-run starts");
+        let lines = line_reader(child.stdout.take().unwrap());
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let pid = child.id() as i32;
+        let (tx, exit) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(status);
+            }
+        });
+        Spawned {
+            pid,
+            exit,
+            exited: false,
+            wrapped,
+            lines,
+            stderr: Some(stderr),
+            probe_pid: None,
+            dir: self.dir,
+        }
+    }
+
+    /// The command to start: r4-run itself, or the wrapper with r4-run's command line after it.
+    pub fn command_to_start(&self) -> Command {
+        let Some((program, rest)) = self.wrapper.split_first() else {
+            let mut cmd = Command::new(bin());
+            cmd.args(self.cmd.get_args());
+            cmd.env_clear();
+            cmd.envs(self.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            return cmd;
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(rest).arg(bin()).args(self.cmd.get_args());
+        cmd.env_clear();
+        cmd.envs(self.cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        cmd
+    }
+
+    /// Path of the probe's signal log.
+    pub fn signal_log(&self) -> PathBuf {
+        self.dir.path().join("signals.log")
     }
 
     /// For async tests whose mock server runs on the same runtime.
@@ -185,4 +271,183 @@ pub async fn server_answering(response: wiremock::ResponseTemplate) -> wiremock:
         .mount(&server)
         .await;
     server
+}
+
+/// The real Python interpreter (`python3` may be a pyenv shim, a shell script that would sit
+/// between r4-run and the probe), resolved once.
+pub fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys;print(sys.executable)"])
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "python3 failed: {out:?}");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+pub fn probe_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/support/probe.py")
+}
+
+/// Reads `from` on a thread and hands over each line (without its line end) through a channel.
+pub fn line_reader(from: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; returns it. Fails the test at the deadline or at EOF.
+#[track_caller]
+pub fn await_line(lines: &Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no line with {needle:?} in time; saw {seen:?}")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("output ended before a line with {needle:?}; saw {seen:?}")
+            }
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn send(pid: i32, signal: i32) {
+    // SAFETY: kill takes plain integers; the pids are of processes these tests started.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A running r4-run, its stdout as lines.
+pub struct Spawned {
+    pid: i32,
+    /// r4-run's exit status, from a thread that waits for it.
+    exit: Receiver<ExitStatus>,
+    exited: bool,
+    /// r4-run runs under a wrapper (a PID namespace): the probe's pid is not one of ours to signal.
+    wrapped: bool,
+    pub lines: Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    /// The probe's pid, once it said "ready PID".
+    pub probe_pid: Option<i32>,
+    dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    #[track_caller]
+    pub fn await_line(&mut self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        await_line(&self.lines, needle, &mut seen)
+    }
+
+    /// Waits for the probe's "ready PID" and returns the probe's pid.
+    #[track_caller]
+    pub fn await_ready(&mut self) -> i32 {
+        let line = self.await_line("ready ");
+        let pid = line.rsplit(' ').next().unwrap().parse().unwrap();
+        self.probe_pid = Some(pid);
+        pid
+    }
+
+    /// Sends `signal` to r4-run.
+    pub fn signal(&self, signal: i32) {
+        send(self.pid(), signal);
+    }
+
+    /// Waits (bounded) for r4-run to exit; returns its status and stderr.
+    #[track_caller]
+    pub fn wait(&mut self) -> (ExitStatus, String) {
+        let status = match self.exit.recv_timeout(DEADLINE) {
+            Ok(status) => status,
+            Err(_) => panic!("r4-run did not exit in time"),
+        };
+        self.exited = true;
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status, stderr)
+    }
+
+    /// Waits for r4-run to exit and checks its exit code.
+    #[track_caller]
+    pub fn assert_exit(&mut self, code: i32) {
+        let (status, stderr) = self.wait();
+        assert_eq!(status.code(), Some(code), "{status}; stderr:\n{stderr}");
+    }
+
+    /// The signals the probe logged, one name a line.
+    pub fn signal_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("signals.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Spawned {
+    /// A failed test leaves nothing running.
+    fn drop(&mut self) {
+        if self.exited || self.exit.try_recv().is_ok() {
+            return;
+        }
+        if let (Some(pid), false) = (self.probe_pid, self.wrapped) {
+            // SAFETY: plain integers. r4-run is alive, so it has not reaped the probe and the pid
+            // is still the probe's. (Under a wrapper the pid is a namespace's, not ours: the
+            // wrapper must take its children down itself, as `unshare --kill-child` does.)
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // SAFETY: plain integers; r4-run is not reaped yet (its waiter has not reported), so the
+        // pid is still ours.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        let _ = self.exit.recv_timeout(DEADLINE);
+    }
+}
+
+/// Processes whose parent is `parent`, with their state letter, read from /proc.
+pub fn children_of(parent: i32) -> Vec<(i32, char)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            found.push((pid, state));
+        }
+    }
+    found
 }
