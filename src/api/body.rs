@@ -1,10 +1,14 @@
 //! Reading an answer's body with a hard size cap, into memory that is wiped on drop.
 //!
-//! Peak memory for the body is at most about 1.5 × `MAX_BODY_BYTES` (the buffer while it doubles);
-//! a declared `Content-Length` over the cap fails before a byte is read, a chunked body fails as soon
-//! as it passes the cap. reqwest is built without decompression, so the cap is on what is held.
+//! The buffer is reserved once, at the declared `Content-Length` or else at the cap, and never
+//! grows: a reservation costs address space, not memory (pages are touched only as bytes arrive), no
+//! reallocation leaves an unwiped copy behind, and the allocator is not left holding the freed
+//! halves of a doubling buffer. So a body costs its own size, at most the cap. A declared
+//! `Content-Length` over the cap fails before a byte is read; a chunked body fails as soon as it
+//! would pass the cap. reqwest is built without decompression, so the cap is on what is held.
 
-use zeroize::Zeroizing;
+use std::ops::Deref;
+use zeroize::Zeroize;
 
 /// The largest successful answer r4-run reads: 32 MiB. At ~100 bytes a variable that is room for
 /// some 300,000 variables (far more than a process environment can hold); anything bigger is not an
@@ -21,20 +25,36 @@ pub enum BodyError {
     Broken { error: reqwest::Error, read: usize },
 }
 
+/// A body in a buffer that never reallocates, wiped on drop. Only the bytes written are wiped: the
+/// spare capacity never held any (which also keeps untouched reserved pages untouched).
+pub struct Body(Vec<u8>);
+
+impl Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
 /// Reads the whole body, failing once it would pass `cap`.
-pub async fn read_capped(
-    response: &mut reqwest::Response,
-    cap: usize,
-) -> Result<Zeroizing<Vec<u8>>, BodyError> {
+pub async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<Body, BodyError> {
     let declared = response.content_length();
-    if let Some(len) = declared {
-        if len > cap as u64 {
+    let room = match declared {
+        Some(len) if len > cap as u64 => {
             return Err(BodyError::TooBig {
                 declared: Some(len),
-            });
+            })
         }
-    }
-    let mut body = Zeroizing::new(Vec::with_capacity(declared.unwrap_or(0) as usize));
+        Some(len) => len as usize,
+        None => cap,
+    };
+    let mut body = Body(Vec::with_capacity(room));
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
@@ -46,18 +66,13 @@ pub async fn read_capped(
                 })
             }
         };
-        if body.len() + chunk.len() > cap {
+        if body.0.len() + chunk.len() > room {
+            // More than declared would be a framing error that hyper reports itself; more than the
+            // cap is what this guards.
             return Err(BodyError::TooBig { declared: None });
         }
-        // Grow by doubling ourselves (never past the cap) so a reallocation never leaves an unwiped
-        // copy behind.
-        if body.capacity() < body.len() + chunk.len() {
-            let want = (body.len() + chunk.len()).max(body.capacity() * 2).min(cap);
-            let mut bigger = Zeroizing::new(Vec::with_capacity(want));
-            bigger.extend_from_slice(&body);
-            body = bigger;
-        }
-        body.extend_from_slice(&chunk);
+        // Within the reserved capacity: never reallocates.
+        body.0.extend_from_slice(&chunk);
     }
 }
 
