@@ -99,7 +99,9 @@ fn build_client(req: &Request<'_>) -> Result<reqwest::Client> {
         // Loading the system's CA roots (or SSL_CERT_FILE) costs time; a loopback http base never
         // needs them.
         .tls_built_in_root_certs(https);
-    if !https {
+    if https {
+        warn_about_cert_env();
+    } else {
         // Plain http is only ever to loopback; a proxy (HTTP_PROXY, ALL_PROXY) could be across the
         // network and would see the key in clear.
         builder = builder.no_proxy();
@@ -107,6 +109,19 @@ fn build_client(req: &Request<'_>) -> Result<reqwest::Client> {
     builder
         .build()
         .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// rustls-native-certs trusts only `SSL_CERT_FILE` / `SSL_CERT_DIR` when either is set, and skips
+/// what it cannot read: a typo there would silently leave no trusted certificate at all.
+fn warn_about_cert_env() {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        if std::fs::File::open(&file).is_err() {
+            crate::warn!(
+                "SSL_CERT_FILE names {}, which cannot be read: it replaces the system's certificates, so no server will be trusted",
+                std::path::Path::new(&file).display()
+            );
+        }
+    }
 }
 
 /// Follows a redirect only within the original origin (scheme, host and port), re-checking the

@@ -53,7 +53,21 @@ pub fn cause(e: &reqwest::Error) -> String {
 pub fn transport_error(req: &Request<'_>, e: &reqwest::Error) -> Error {
     let origin = req.origin();
     let cause = cause(e);
-    if e.is_connect() {
+    let host = req.url.host_str().unwrap_or_default();
+    if cause.starts_with("tunnel error") {
+        Error::new(format!(
+            "the proxy refused to open a tunnel to {host} ({cause})"
+        ))
+        .hint(
+            "check HTTPS_PROXY / ALL_PROXY and the proxy's rules, or exempt the host with NO_PROXY",
+        )
+    } else if cause.contains("failed to lookup address") {
+        Error::new(format!("cannot find the host {host} (DNS: {cause})"))
+            .hint("check the spelling of --base-url / R4_BASE_URL and this machine's DNS")
+    } else if cause.contains("certificate") {
+        Error::new(format!("cannot connect to {origin}: its TLS certificate was not accepted ({cause})"))
+            .hint("if a private CA or an intercepting proxy signs it, point SSL_CERT_FILE at that CA's PEM bundle\n(SSL_CERT_FILE / SSL_CERT_DIR replace the system's trust store); see docs/network.md")
+    } else if e.is_connect() {
         Error::new(format!("cannot connect to {origin}: {cause}")).hint(
             "check the network, any proxy (HTTPS_PROXY, NO_PROXY), and --base-url / R4_BASE_URL",
         )
