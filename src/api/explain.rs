@@ -7,7 +7,7 @@ use crate::error::Error;
 use reqwest::{StatusCode, Url};
 
 /// Whether a transport failure is worth another try: the connection was refused, reset, aborted or
-/// closed before the answer was complete. TLS, DNS and proxy-set-up failures are not (another try
+/// closed before the answer was complete, or the kernel timed the connection out. TLS, DNS and proxy-set-up failures are not (another try
 /// would fail the same way).
 pub fn is_transient(e: &reqwest::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -22,6 +22,7 @@ pub fn is_transient(e: &reqwest::Error) -> bool {
                     | NotConnected
                     | BrokenPipe
                     | UnexpectedEof
+                    | TimedOut
             ) {
                 return true;
             }
