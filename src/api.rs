@@ -1,23 +1,34 @@
-//! The Machine API client: one authenticated `GET {base}/vault/env/{projectId}`.
+//! The Machine API client: an authenticated `GET {base}/vault/env/{projectId}`, tried again while the
+//! failure is transient, everything inside one deadline (`--timeout`). See docs/network.md.
+//!
+//! - `retry`: the backoff schedule with jitter and `Retry-After`;
+//! - `body`: reading an answer with a size cap;
+//! - `explain`: the message for each way a try can fail, and which failures are transient;
+//! - `answer`: parsing the JSON answer straight into secret types.
 //!
 //! tokio is used only here: a current-thread runtime is built for the fetch and dropped after it,
 //! so no thread outlives the fetch and the supervisor that follows is single-threaded.
 
 mod answer;
+mod body;
+mod explain;
+mod retry;
 
 pub use answer::{parse_env_answer, Fetched};
+pub use body::{MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES};
+pub use retry::{BACKOFF_BASE, BACKOFF_CAP, MAX_TRIES};
 
 use crate::error::{Error, Result};
 use crate::secret::ApiKey;
 use crate::verbose;
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use body::BodyError;
+use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
+use std::time::{Duration, Instant, SystemTime};
 
-/// The largest answer read. At ~100 bytes a variable this is room for well over 100,000
-/// variables; anything bigger is not an R4 answer and reading it would only cost memory.
-pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Same-origin redirects followed before giving up (each re-checked: same scheme, host and port,
+/// plain http only to loopback). A redirect to any other origin is never followed.
+pub const MAX_REDIRECTS: usize = 5;
 const USER_AGENT: &str = concat!("r4-run/", env!("CARGO_PKG_VERSION"));
 
 /// What the fetch needs to know.
@@ -25,7 +36,24 @@ pub struct Request<'a> {
     pub url: Url,
     pub key: &'a ApiKey,
     pub project: &'a str,
+    /// The deadline for the whole fetch, retries and their waits included.
     pub timeout: Duration,
+    /// Give up at the first try that reaches no server (refused, no route, DNS) instead of retrying:
+    /// set when a `--fallback` file can stand in, so a fleet whose API is down starts at once.
+    pub give_up_when_unreachable: bool,
+}
+
+impl Request<'_> {
+    fn origin(&self) -> String {
+        self.url.origin().ascii_serialization()
+    }
+}
+
+/// How far the fetch got, kept outside the deadline so its message can say what the tries saw.
+#[derive(Default)]
+struct Progress {
+    tries: u32,
+    last: Option<Error>,
 }
 
 /// Fetches the project's variables, or says why not.
@@ -35,54 +63,221 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
         .enable_time()
         .build()
         .map_err(|e| Error::new(format!("cannot start the network runtime: {e}")))?;
+    let client = build_client(req)?;
+    verbose!(
+        1,
+        "GET {} (access key {}, deadline {} s)",
+        req.url,
+        req.key.access_key_id(),
+        req.timeout.as_secs_f64()
+    );
     let started = Instant::now();
+    let mut progress = Progress::default();
     let outcome = runtime.block_on(async {
-        match tokio::time::timeout(req.timeout, fetch_once(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::new(format!(
-                "no answer from {} within the {} s deadline",
-                req.url.origin().ascii_serialization(),
-                req.timeout.as_secs_f64()
-            ))
-            .hint(
-                "check the network and --base-url, or allow more time with --timeout / R4_TIMEOUT",
-            )),
-        }
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let result = tokio::time::timeout_at(
+            deadline,
+            fetch_with_retries(req, &client, deadline, &mut progress),
+        )
+        .await;
+        result.unwrap_or_else(|_| Err(deadline_error(req, &progress)))
     });
+    drop(client);
     drop(runtime);
-    verbose!(1, "fetch took {} ms", started.elapsed().as_millis());
+    verbose!(
+        1,
+        "fetch took {} ms over {} {}",
+        started.elapsed().as_millis(),
+        progress.tries,
+        if progress.tries == 1 { "try" } else { "tries" }
+    );
     outcome
 }
 
-async fn fetch_once(req: &Request<'_>) -> Result<Fetched> {
+fn build_client(req: &Request<'_>) -> Result<reqwest::Client> {
     let https = req.url.scheme() == "https";
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        // Follow nothing: a redirect could carry X-API-Key to another origin.
-        .redirect(reqwest::redirect::Policy::none())
-        // Loading the system's CA roots costs time; a loopback http base never needs them.
-        .tls_built_in_root_certs(https)
+        .redirect(redirect_policy(req.url.origin()))
+        // Loading the system's CA roots (or SSL_CERT_FILE) costs time; a loopback http base never
+        // needs them.
+        .tls_built_in_root_certs(https);
+    if https {
+        warn_about_cert_env();
+    } else {
+        // Plain http is only ever to loopback; a proxy (HTTP_PROXY, ALL_PROXY) could be across the
+        // network and would see the key in clear.
+        builder = builder.no_proxy();
+    }
+    builder
         .build()
-        .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))?;
+        .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))
+}
 
-    let mut key_header = HeaderValue::from_str(req.key.expose())
-        .map_err(|_| Error::new("the API key cannot be sent in an HTTP header"))?;
+/// rustls-native-certs trusts only `SSL_CERT_FILE` / `SSL_CERT_DIR` when either is set, and skips
+/// what it cannot read: a typo there would silently leave no trusted certificate at all.
+fn warn_about_cert_env() {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        if std::fs::File::open(&file).is_err() {
+            crate::warn!(
+                "SSL_CERT_FILE names {}, which cannot be read: it replaces the system's certificates, so no server will be trusted",
+                std::path::Path::new(&file).display()
+            );
+        }
+    }
+}
+
+/// Follows a redirect only within the original origin (scheme, host and port), re-checking the
+/// plain-http-only-to-loopback rule on each hop. Anything else is handed back as the 3xx answer,
+/// which `try_once` turns into a clear error; reqwest would keep `X-API-Key` (unlike
+/// `Authorization`) on a redirect to another host, so this is what keeps the key at home.
+fn redirect_policy(origin: url::Origin) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let next = attempt.url();
+        let same_origin = next.origin() == origin;
+        let secure_enough = next.scheme() == "https" || crate::config::is_loopback(next);
+        if same_origin && secure_enough && attempt.previous().len() <= MAX_REDIRECTS {
+            verbose!(
+                1,
+                "following {} to {} (same origin)",
+                attempt.status(),
+                next.path()
+            );
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// One try's outcome.
+enum Try {
+    Done(Fetched, StatusCode),
+    /// Trying again would not help: the error to report, and a short reason for `-v`.
+    Fatal {
+        error: Error,
+        reason: String,
+    },
+    /// Worth another try, perhaps after the wait the server asked for.
+    Transient {
+        error: Error,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+async fn fetch_with_retries(
+    req: &Request<'_>,
+    client: &reqwest::Client,
+    deadline: tokio::time::Instant,
+    progress: &mut Progress,
+) -> Result<Fetched> {
+    let mut backoff = retry::Backoff::new();
+    let fetch_started = Instant::now();
+    loop {
+        progress.tries += 1;
+        let n = progress.tries;
+        let started = Instant::now();
+        let outcome = try_once(req, client).await;
+        let took = started.elapsed().as_millis();
+        let (error, reason, retry_after) = match outcome {
+            Try::Done(fetched, status) => {
+                verbose!(1, "try {n}: {status} after {took} ms");
+                return Ok(fetched);
+            }
+            Try::Fatal { error, reason } => {
+                verbose!(1, "try {n}: {reason} after {took} ms; not retried");
+                return Err(error);
+            }
+            Try::Transient {
+                error,
+                reason,
+                retry_after,
+            } => (error, reason, retry_after),
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if n >= retry::MAX_TRIES {
+            verbose!(
+                1,
+                "try {n}: {reason} after {took} ms; that was the last try"
+            );
+            return Err(gave_up(req, error, n, fetch_started));
+        }
+        let (wait, why) = match retry_after {
+            Some(wait) if wait + retry::MIN_TRY_TIME > remaining => {
+                verbose!(
+                    1,
+                    "try {n}: {reason} after {took} ms; Retry-After {} s does not fit in the {} ms left",
+                    wait.as_secs(),
+                    remaining.as_millis()
+                );
+                return Err(retry_after_error(req, error, wait, remaining));
+            }
+            Some(wait) => (wait, format!("Retry-After: {} s", wait.as_secs_f64())),
+            None => {
+                let ceiling = backoff.ceiling();
+                let wait = backoff.next_wait();
+                if wait + retry::MIN_TRY_TIME > remaining {
+                    verbose!(
+                        1,
+                        "try {n}: {reason} after {took} ms; a {} ms wait does not fit in the {} ms left",
+                        wait.as_millis(),
+                        remaining.as_millis()
+                    );
+                    return Err(gave_up(req, error, n, fetch_started));
+                }
+                (
+                    wait,
+                    format!("backoff, jittered below {} ms", ceiling.as_millis()),
+                )
+            }
+        };
+        verbose!(
+            1,
+            "try {n}: {reason} after {took} ms; retrying in {} ms ({why})",
+            wait.as_millis()
+        );
+        progress.last = Some(error);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
+    let mut key_header = match HeaderValue::from_str(req.key.expose()) {
+        Ok(v) => v,
+        Err(_) => {
+            return Try::Fatal {
+                error: Error::new("the API key cannot be sent in an HTTP header"),
+                reason: "bad key".to_owned(),
+            }
+        }
+    };
     key_header.set_sensitive(true);
-
-    verbose!(
-        1,
-        "GET {} (access key {})",
-        req.url,
-        req.key.access_key_id()
-    );
-    let started = Instant::now();
-    let response = req
-        .client_request(&client)
+    let sent = client
+        .get(req.url.clone())
         .header("X-API-Key", key_header)
         .header("Accept", "application/json")
         .send()
-        .await
-        .map_err(|e| transport_error(req, &e))?;
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            let error = explain::transport_error(req, &e);
+            let reason = explain::cause(&e);
+            if req.give_up_when_unreachable && e.is_connect() {
+                return Try::Fatal { error, reason };
+            }
+            return if explain::is_transient(&e) {
+                Try::Transient {
+                    error,
+                    reason,
+                    retry_after: None,
+                }
+            } else {
+                Try::Fatal { error, reason }
+            };
+        }
+    };
     let status = response.status();
     let content_type = response
         .headers()
@@ -90,172 +285,136 @@ async fn fetch_once(req: &Request<'_>) -> Result<Fetched> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    verbose!(
-        1,
-        "answer {status} after {} ms",
-        started.elapsed().as_millis()
-    );
 
-    let body = read_body(response, req).await?;
+    if status.is_redirection() {
+        let to = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| response.url().join(location).ok());
+        let reason = match &to {
+            Some(to) => format!("{status} to {}", to.origin().ascii_serialization()),
+            None => format!("{status} without a Location"),
+        };
+        return Try::Fatal {
+            error: explain::redirect_error(req, status, to.as_ref()),
+            reason,
+        };
+    }
+
     if status.is_success() {
-        parse_env_answer(&body, req.project)
-    } else {
-        Err(status_error(req, status, &content_type, &body))
-    }
-}
-
-impl Request<'_> {
-    fn client_request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
-        client.get(self.url.clone())
-    }
-}
-
-/// Reads the body into a buffer that is wiped on drop, stopping at `MAX_BODY_BYTES`.
-async fn read_body(
-    mut response: reqwest::Response,
-    req: &Request<'_>,
-) -> Result<Zeroizing<Vec<u8>>> {
-    let too_big = || {
-        Error::new(format!(
-            "the answer from {} is larger than {} MiB: it is not an R4 answer",
-            req.url.origin().ascii_serialization(),
-            MAX_BODY_BYTES / (1024 * 1024)
-        ))
-        .hint("check --base-url: it must point at the R4 Machine API")
-    };
-    let expected = response.content_length().unwrap_or(0);
-    if expected > MAX_BODY_BYTES as u64 {
-        return Err(too_big());
-    }
-    let mut body = Zeroizing::new(Vec::with_capacity(expected as usize));
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(req, &e))?
-    {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_big());
-        }
-        // Grow by doubling ourselves so a reallocation never leaves an unwiped copy behind.
-        if body.capacity() < body.len() + chunk.len() {
-            let mut bigger = Zeroizing::new(Vec::with_capacity(
-                (body.len() + chunk.len()).max(body.capacity() * 2),
-            ));
-            bigger.extend_from_slice(&body);
-            body = bigger;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn transport_error(req: &Request<'_>, e: &reqwest::Error) -> Error {
-    let origin = req.url.origin().ascii_serialization();
-    // reqwest's Display names the URL; its source chain says what actually failed.
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    if cause.is_empty() {
-        cause = e.to_string();
-    }
-    let e = if e.is_connect() {
-        Error::new(format!("cannot connect to {origin}: {cause}"))
-            .hint("check the network, any proxy (HTTPS_PROXY), and --base-url / R4_BASE_URL")
-    } else if e.is_timeout() {
-        Error::new(format!("{origin} did not answer in time: {cause}"))
-            .hint("allow more time with --timeout / R4_TIMEOUT")
-    } else {
-        Error::new(format!("the request to {origin} failed: {cause}"))
-            .hint("check the network and --base-url; retry later if the service is having trouble")
-    };
-    e.transient()
-}
-
-#[derive(serde::Deserialize)]
-struct Envelope {
-    error: EnvelopeError,
-}
-
-#[derive(serde::Deserialize)]
-struct EnvelopeError {
-    code: Option<String>,
-    message: Option<String>,
-}
-
-/// One clear message for a non-2xx answer.
-fn status_error(req: &Request<'_>, status: StatusCode, content_type: &str, body: &[u8]) -> Error {
-    let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) else {
-        return Error::new(format!(
-            "the server answered {status} with a body that is not the R4 API's JSON ({}{})",
-            if content_type.is_empty() {
-                "no content type"
-            } else {
-                content_type
+        return match body::read_capped(&mut response, MAX_BODY_BYTES).await {
+            Ok(body) => match parse_env_answer(&body, req.project) {
+                Ok(fetched) => Try::Done(fetched, status),
+                Err(e) => Try::Fatal {
+                    error: unusable_answer(e, status, &content_type),
+                    reason: format!("{status} with an unusable body"),
+                },
             },
-            excerpt(body)
-        ))
-        .hint("check --base-url / R4_BASE_URL and any proxy between here and R4");
-    };
-    let code = error.code.as_deref().map(printable).unwrap_or_default();
-    let message = error.message.as_deref().map(printable).unwrap_or_default();
-    let said = match (code.is_empty(), message.is_empty()) {
-        (false, false) => format!("{code}: {message}"),
-        (false, true) => code.clone(),
-        (true, false) => message,
-        (true, true) => "no details".to_owned(),
-    };
-    let access = req.key.access_key_id();
-    let project = req.project;
-    match status.as_u16() {
-        401 => Error::new(format!("the API key {access}.… was refused (401 {said})")).hint(
-            "the key is invalid, archived or missing: check R4_API_KEY (or the key file) against R4 → Settings → API Keys",
-        ),
-        403 => Error::new(format!("the API key {access}.… has no access to project {project} (403 {said})"))
-            .hint("grant the key access to this project in R4, or use a key that has it"),
-        404 if code == "project_not_found" => {
-            Error::new(format!("project {project} was not found (404 {said})"))
-                .hint("check --project / R4_PROJECT_ID: it takes the project's id, and the key must be able to see it")
+            Err(BodyError::TooBig { declared }) => Try::Fatal {
+                error: explain::too_big_error(req, declared, MAX_BODY_BYTES),
+                reason: format!("{status} with a body over the cap"),
+            },
+            Err(BodyError::Broken { error, read }) => Try::Transient {
+                error: explain::cut_off_error(req, status, read, &error),
+                reason: format!("{status}, body broke off after {read} bytes"),
+                retry_after: None,
+            },
+        };
+    }
+
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let body = body::read_prefix(&mut response, MAX_ERROR_BODY_BYTES).await;
+    let error = explain::status_error(req, status, &content_type, &body);
+    let reason = status.to_string();
+    if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
+        Try::Transient {
+            error,
+            reason,
+            retry_after,
         }
-        404 => Error::new(format!("{} was not found (404 {said})", req.url))
-            .hint("check --base-url / R4_BASE_URL: it should be https://r4.dev or the full Machine API base"),
-        429 => Error::new(format!("the R4 API's rate limit was reached (429 {said})"))
-            .hint("a key allows 100 requests a minute and 10,000 a day; wait and try again")
-            .transient(),
-        s if s >= 500 => Error::new(format!("the R4 API failed ({status}: {said})"))
-            .hint("this is on the server's side; try again shortly")
-            .transient(),
-        _ => Error::new(format!("the R4 API answered {status} ({said})"))
-            .hint("check --project and --base-url"),
+    } else {
+        Try::Fatal { error, reason }
     }
 }
 
-/// The first bytes of an error body, made safe to print: control characters dropped, at most 80
-/// characters. Only ever used for non-2xx answers, which carry no secret values.
-fn excerpt(body: &[u8]) -> String {
-    if body.is_empty() {
-        return ", empty body".to_owned();
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
-    let shown: String = printable(&text).chars().take(80).collect();
-    format!(", starting {shown:?}")
+/// A 2xx answer that is not the API's JSON: say what came back (status, content type), never
+/// quoting the body, which may hold secrets.
+fn unusable_answer(e: Error, status: StatusCode, content_type: &str) -> Error {
+    let what = format!(
+        "{} (the server answered {status}, {})",
+        e.what(),
+        explain::shown_content_type(content_type)
+    );
+    let hint = if content_type.to_ascii_lowercase().contains("html") {
+        "an HTML page comes from a login portal, a proxy or a web site, not the R4 API: check --base-url / R4_BASE_URL and HTTPS_PROXY".to_owned()
+    } else {
+        e.hint_text().unwrap_or_default().to_owned()
+    };
+    Error::new(what).hint(hint)
 }
 
-fn printable(text: &str) -> String {
-    let collapsed: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>();
-    let mut out = collapsed.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.len() > 300 {
-        let cut = (0..=300)
-            .rev()
-            .find(|&i| out.is_char_boundary(i))
-            .unwrap_or(0);
-        out.truncate(cut);
-        out.push('…');
+fn with_extra_hint(error: &Error, extra: &str) -> String {
+    match error.hint_text() {
+        Some(h) => format!("{h}\n{extra}"),
+        None => extra.to_owned(),
     }
-    out
+}
+
+fn gave_up(req: &Request<'_>, error: Error, tries: u32, started: Instant) -> Error {
+    Error::new(format!(
+        "{} (gave up after {tries} tries in {:.1} s)",
+        error.what(),
+        started.elapsed().as_secs_f64()
+    ))
+    .hint(with_extra_hint(
+        &error,
+        &format!(
+            "r4-run retries for at most {} tries within --timeout / R4_TIMEOUT (now {} s)",
+            retry::MAX_TRIES,
+            req.timeout.as_secs_f64()
+        ),
+    ))
+    .transient()
+}
+
+fn retry_after_error(req: &Request<'_>, error: Error, wait: Duration, left: Duration) -> Error {
+    Error::new(format!(
+        "{}; the server asks to wait {} s before trying again, more than the {:.1} s left of the {} s deadline",
+        error.what(),
+        wait.as_secs(),
+        left.as_secs_f64(),
+        req.timeout.as_secs_f64()
+    ))
+    .hint(format!(
+        "try again after {}, or allow more time with --timeout / R4_TIMEOUT",
+        retry::http_date_after(wait)
+    ))
+    .transient()
+}
+
+/// Every way of running out of time or tries is transient: the API said nothing against the key or
+/// the project, so a `--fallback` file may stand in.
+fn deadline_error(req: &Request<'_>, progress: &Progress) -> Error {
+    let origin = req.origin();
+    let secs = req.timeout.as_secs_f64();
+    let error = match &progress.last {
+        None => Error::new(format!("no answer from {origin} within the {secs} s deadline")).hint(
+            "the server (or a proxy or firewall on the way) did not answer: check the network and --base-url,\nor allow more time with --timeout / R4_TIMEOUT",
+        ),
+        Some(last) => Error::new(format!(
+            "no usable answer from {origin} within the {secs} s deadline ({} tries; the last failure: {})",
+            progress.tries,
+            last.what()
+        ))
+        .hint(with_extra_hint(
+            last,
+            "or allow more time with --timeout / R4_TIMEOUT",
+        )),
+    };
+    error.transient()
 }

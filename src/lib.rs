@@ -131,6 +131,7 @@ fn fetch_or_fall_back(config: &Config) -> Result<api::Fetched, Error> {
         key: &config.key,
         project: &config.project,
         timeout: config.timeout,
+        give_up_when_unreachable: fb.as_ref().is_some_and(|fb| fb.path.exists()),
     });
     match (fetched, fb) {
         (Ok(fetched), Some(fb)) => {

@@ -5,6 +5,7 @@ mod support;
 mod dotenv;
 mod emulator;
 mod fallback;
+mod faults;
 mod hygiene;
 mod run;
 mod signals;

@@ -279,8 +279,11 @@ async fn api_errors_fail_with_125_and_say_what_to_do() {
     ];
     for (response, needle) in cases {
         let server = server_answering(response).await;
+        // 5xx answers are retried; a short deadline keeps this test quick (tests/cli/faults.rs has the
+        // retry cases).
         r4_run()
             .against(&server.uri())
+            .args(["--timeout", "1.5"])
             .probe()
             .run_async()
             .await

@@ -173,6 +173,53 @@ impl R4Run {
         self.dir.path().join("signals.log")
     }
 
+    /// Runs r4-run and also returns its peak resident memory in KiB, from the `ru_maxrss` that
+    /// `wait4` reports for exactly this child.
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot see
+    pub fn run_measuring_memory(mut self) -> (Ran, u64) {
+        use std::io::Read;
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::Stdio;
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("r4-run starts");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let pid = child.id() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: rusage is a plain C struct of integers, for which all zeroes is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our own unreaped child (std has not waited for it); `status` and `usage`
+        // are valid, writable and live for the call.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+        let output = Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        };
+        let ran_child = self.probe && output.status.code() == Some(0);
+        let child_env = ran_child.then(|| parse_env0(&output.stdout));
+        let peak_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+        (
+            Ran {
+                output,
+                child_env,
+                _dir: self.dir,
+            },
+            peak_kib,
+        )
+    }
+
     /// For async tests whose mock server runs on the same runtime.
     pub async fn run_async(self) -> Ran {
         tokio::task::spawn_blocking(move || self.run())
