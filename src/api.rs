@@ -173,6 +173,7 @@ async fn fetch_with_retries(
     progress: &mut Progress,
 ) -> Result<Fetched> {
     let mut backoff = retry::Backoff::new();
+    let mut counted_tries = 0;
     let fetch_started = Instant::now();
     loop {
         progress.tries += 1;
@@ -196,7 +197,12 @@ async fn fetch_with_retries(
             } => (error, reason, retry_after),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if n >= retry::MAX_TRIES {
+        // A try the server answered with Retry-After does not count: under a rate limit, waiting as
+        // told is the whole strategy and the deadline bounds it.
+        if retry_after.is_none() {
+            counted_tries += 1;
+        }
+        if counted_tries >= retry::MAX_TRIES {
             verbose!(
                 1,
                 "try {n}: {reason} after {took} ms; that was the last try"
@@ -213,7 +219,21 @@ async fn fetch_with_retries(
                 );
                 return Err(retry_after_error(req, error, wait, remaining));
             }
-            Some(wait) => (wait, format!("Retry-After: {} s", wait.as_secs_f64())),
+            Some(wait) => {
+                // A little jitter on top, so a fleet told the same Retry-After does not come back in
+                // the same millisecond; never more than what is left.
+                let spread = backoff
+                    .spread(wait)
+                    .min(remaining.saturating_sub(wait + retry::MIN_TRY_TIME));
+                (
+                    wait + spread,
+                    format!(
+                        "Retry-After: {} s, plus {} ms of jitter",
+                        wait.as_secs_f64(),
+                        spread.as_millis()
+                    ),
+                )
+            }
             None => {
                 let ceiling = backoff.ceiling();
                 let wait = backoff.next_wait();

@@ -1,11 +1,11 @@
 //! Reading an answer's body with a hard size cap, into memory that is wiped on drop.
 //!
-//! The buffer is reserved once, at the declared `Content-Length` or else at the cap, and never
-//! grows: a reservation costs address space, not memory (pages are touched only as bytes arrive), no
-//! reallocation leaves an unwiped copy behind, and the allocator is not left holding the freed
-//! halves of a doubling buffer. So a body costs its own size, at most the cap. A declared
-//! `Content-Length` over the cap fails before a byte is read; a chunked body fails as soon as it
-//! would pass the cap. reqwest is built without decompression, so the cap is on what is held.
+//! With a declared `Content-Length` the buffer is reserved once at that size (over the cap fails
+//! before a byte is read). A chunked body starts small and doubles, copying by hand, and fails as soon
+//! as it would pass the cap. Reserving the cap up front would look cheaper (untouched pages cost no
+//! memory) but the wiping allocator writes zeros over every freed block, which would touch all 32 MiB
+//! of every chunked answer on the way out. reqwest is built without decompression, so the cap is on
+//! what is held.
 
 use std::ops::Deref;
 use zeroize::Zeroize;
@@ -18,6 +18,9 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// How much of an error (non-2xx) body is read: enough for the API's JSON envelope or an excerpt.
 pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
+/// Where a body without a `Content-Length` starts: a typical project's answer fits.
+const CHUNKED_START: usize = 64 * 1024;
+
 pub enum BodyError {
     /// More than the cap, declared up front (`Some(content_length)`) or found while reading.
     TooBig { declared: Option<u64> },
@@ -25,8 +28,7 @@ pub enum BodyError {
     Broken { error: reqwest::Error, read: usize },
 }
 
-/// A body in a buffer that never reallocates, wiped on drop. Only the bytes written are wiped: the
-/// spare capacity never held any (which also keeps untouched reserved pages untouched).
+/// A body in a buffer that is wiped on drop (the bytes written; the allocator wipes the block).
 pub struct Body(Vec<u8>);
 
 impl Deref for Body {
@@ -54,7 +56,9 @@ pub async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result
         Some(len) => len as usize,
         None => cap,
     };
-    let mut body = Body(Vec::with_capacity(room));
+    let mut body = Body(Vec::with_capacity(
+        declared.map_or(CHUNKED_START, |len| len as usize),
+    ));
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
@@ -71,7 +75,15 @@ pub async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result
             // cap is what this guards.
             return Err(BodyError::TooBig { declared: None });
         }
-        // Within the reserved capacity: never reallocates.
+        if body.0.capacity() - body.0.len() < chunk.len() {
+            // Grow by hand: the old block is dropped (and wiped) only after the copy.
+            let wanted = (body.0.len() + chunk.len())
+                .max(body.0.capacity() * 2)
+                .min(room);
+            let mut bigger = Vec::with_capacity(wanted);
+            bigger.extend_from_slice(&body.0);
+            body = Body(bigger);
+        }
         body.0.extend_from_slice(&chunk);
     }
 }

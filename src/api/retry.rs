@@ -1,10 +1,12 @@
 //! When to try again and how long to wait: the backoff schedule, its jitter, and `Retry-After`.
 //!
 //! The policy (docs/network.md has the user's view):
-//! - at most `MAX_TRIES` tries, all inside the one `--timeout` deadline;
+//! - at most `MAX_TRIES` tries, all inside the one `--timeout` deadline; a try answered with
+//!   `Retry-After` does not count (the deadline bounds those);
 //! - between tries, "full jitter": a wait drawn uniformly from `0..=min(BACKOFF_CAP, BACKOFF_BASE * 2^n)`
 //!   for the n-th retry (n from 0), so a fleet that failed together does not come back together;
-//! - a `Retry-After` (seconds or an HTTP date) replaces the backoff for that wait; if it does not fit
+//! - a `Retry-After` (seconds or an HTTP date) replaces the backoff for that wait, plus up to 10% of
+//!   it (at most 500 ms) of jitter; if it does not fit
 //!   in what is left of the deadline the fetch fails at once and says when to come back;
 //! - a wait that would leave less than `MIN_TRY_TIME` of the deadline is not taken: the fetch gives up
 //!   with the last failure instead of sleeping into the deadline.
@@ -46,6 +48,18 @@ impl Backoff {
         Duration::from_millis(self.rng.next() % (ceiling_ms + 1))
     }
 }
+
+impl Backoff {
+    /// Jitter added to a `Retry-After` wait: uniform in `0..=min(wait / 10, RETRY_AFTER_SPREAD_MAX)`.
+    pub fn spread(&mut self, wait: Duration) -> Duration {
+        let ceiling_ms = (wait / 10).min(RETRY_AFTER_SPREAD_MAX).as_millis() as u64;
+        Duration::from_millis(self.rng.next() % (ceiling_ms + 1))
+    }
+}
+
+/// The most jitter added to a `Retry-After` wait: enough to spread a fleet over a window, small next
+/// to the minute-long windows of the R4 limits.
+const RETRY_AFTER_SPREAD_MAX: Duration = Duration::from_millis(500);
 
 /// SplitMix64: tiny, dependency-free, good enough to spread retries (not for secrets). Seeded from
 /// the clock, the pid and a stack address, so processes started in the same instant still differ.
