@@ -14,19 +14,25 @@ fn unreachable_url() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-#[tokio::test]
-async fn written_after_success_encrypted_and_used_when_the_api_is_down() {
-    let server = server_with(&[("DB_PASSWORD", SECRET), ("PORT", "8080")]).await;
+/// A successful run with `--fallback`, leaving the file in a directory that lives as long as the test.
+async fn warm_fallback(url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let fb = dir.path().join("r4.fallback");
     r4_run()
-        .against(&server.uri())
+        .against(url)
         .arg("--fallback")
         .arg(&fb)
         .args(["--", "true"])
         .run_async()
         .await
         .assert_code(0);
+    (dir, fb)
+}
+
+#[tokio::test]
+async fn written_after_success_encrypted_and_used_when_the_api_is_down() {
+    let server = server_with(&[("DB_PASSWORD", SECRET), ("PORT", "8080")]).await;
+    let (_dir, fb) = warm_fallback(&server.uri()).await;
     let raw = std::fs::read(&fb).expect("the fallback file was written");
     assert_eq!(
         std::fs::metadata(&fb).unwrap().permissions().mode() & 0o777,
@@ -73,16 +79,7 @@ async fn written_after_success_encrypted_and_used_when_the_api_is_down() {
 #[tokio::test]
 async fn never_used_when_the_api_says_no() {
     let server = server_with(&[("A", "1")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fb = dir.path().join("r4.fallback");
-    r4_run()
-        .against(&server.uri())
-        .arg("--fallback")
-        .arg(&fb)
-        .args(["--", "true"])
-        .run_async()
-        .await
-        .assert_code(0);
+    let (_dir, fb) = warm_fallback(&server.uri()).await;
     let envelope = |code: &str| serde_json::json!({"error": {"code": code, "message": "no"}});
     for (status, code, needle) in [
         (401, "unauthorized", "refused (401"),
@@ -106,16 +103,7 @@ async fn never_used_when_the_api_says_no() {
 #[tokio::test]
 async fn a_tampered_truncated_foreign_or_old_file_is_refused_whole() {
     let server = server_with(&[("A", "1")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fb = dir.path().join("r4.fallback");
-    r4_run()
-        .against(&server.uri())
-        .arg("--fallback")
-        .arg(&fb)
-        .args(["--", "true"])
-        .run_async()
-        .await
-        .assert_code(0);
+    let (_dir, fb) = warm_fallback(&server.uri()).await;
     let good = std::fs::read(&fb).unwrap();
 
     let down = unreachable_url();
