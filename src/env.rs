@@ -7,7 +7,7 @@
 use crate::api::Fetched;
 use crate::config::MergePolicy;
 use crate::secret::SecretString;
-use std::collections::BTreeMap;
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 
@@ -114,31 +114,40 @@ pub type ChildEnv<'a> = BTreeMap<OsString, EnvValue<'a>>;
 
 /// Builds the child's environment: the inherited one without r4-run's own variables (or nothing
 /// with `--pristine`), then the selected variables, which win a clash unless `--preserve-env`.
+///
+/// The selected variables arrive sorted by name, so they are collected in one bulk build (linear for
+/// sorted input) and the few inherited variables are inserted into that, rather than thousands of
+/// fetched names each searched for in turn (docs/performance.md).
 pub fn merge<'a>(
     inherited: impl IntoIterator<Item = (OsString, OsString)>,
     selected: Vec<Selected<'a>>,
     policy: &MergePolicy,
 ) -> ChildEnv<'a> {
-    let mut env: ChildEnv<'a> = if policy.pristine {
-        BTreeMap::new()
-    } else {
-        inherited
-            .into_iter()
-            .filter(|(name, _)| !OWN_VARIABLES.iter().any(|own| name == own))
-            .map(|(name, value)| (name, EnvValue::Inherited(value)))
-            .collect()
-    };
-    for Selected { name, value } in selected {
-        let name = OsString::from(name);
-        if policy.preserve_env && env.contains_key(&name) {
-            crate::verbose!(
-                2,
-                "keeping the inherited {} (--preserve-env)",
-                name.to_string_lossy()
-            );
-            continue;
+    let mut env: ChildEnv<'a> = selected
+        .into_iter()
+        .map(|Selected { name, value }| (OsString::from(name), EnvValue::Fetched(value)))
+        .collect();
+    if policy.pristine {
+        return env;
+    }
+    let inherited = inherited
+        .into_iter()
+        .filter(|(name, _)| !OWN_VARIABLES.iter().any(|own| name == own));
+    for (name, value) in inherited {
+        match env.entry(name) {
+            Entry::Vacant(slot) => {
+                slot.insert(EnvValue::Inherited(value));
+            }
+            Entry::Occupied(mut slot) if policy.preserve_env => {
+                crate::verbose!(
+                    2,
+                    "keeping the inherited {} (--preserve-env)",
+                    slot.key().to_string_lossy()
+                );
+                slot.insert(EnvValue::Inherited(value));
+            }
+            Entry::Occupied(_) => {}
         }
-        env.insert(name, EnvValue::Fetched(value));
     }
     env
 }
