@@ -90,13 +90,15 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         return Err(supervise::exec(command, child_env));
     }
     let mode = supervise::Mode::detect(config.subreaper);
-    let child = supervise::spawn(command, child_env, mode)?;
-    // The child has its copy; ours go now, before the (possibly hours-long) wait: our types zeroize
-    // themselves, the allocator wipes every library buffer freed with them, and the stack the fetch
-    // used is overwritten.
+    let prepared = supervise::prepare(command, child_env, mode)?;
+    // Our copies go before the child exists, so that none is left by the time it runs: our types
+    // zeroize themselves, the allocator wipes every library buffer freed with them, and the stack the
+    // fetch used is overwritten. Only the prepared command's copy remains, until the child has exec'd.
     drop(fetched);
     drop(config);
     hardening::wipe_used_stack();
+    let child = prepared.spawn()?;
+    // After the spawn, so the child's own core-dump limit stays as it was.
     hardening::forbid_core_dumps();
     Ok(supervise::supervise(child, mode))
 }

@@ -101,30 +101,55 @@ fn command(cmd: &CommandLine, env: &ChildEnv<'_>) -> Result<Command, Outcome> {
     Ok(command)
 }
 
-/// Starts the command with exactly `env` and returns its pid. The `Command`, which holds copies of
-/// every value, is dropped before this returns.
-pub fn spawn(cmd: &CommandLine, env: ChildEnv<'_>, mode: Mode) -> Result<libc::pid_t, Outcome> {
+/// The command, built and ready to start. It holds the only copies of the values left in r4-run
+/// (std's `Command` copies the environment), so the caller can drop everything else that held a
+/// secret, and wipe the stack, before the child exists.
+pub struct Prepared {
+    command: Command,
+    program: OsString,
+    mode: Mode,
+}
+
+/// Builds the command with exactly `env`; `env` (which borrows the fetched values) is dropped here.
+pub fn prepare(cmd: &CommandLine, env: ChildEnv<'_>, mode: Mode) -> Result<Prepared, Outcome> {
     let mut command = command(cmd, &env)?;
+    drop(env);
     if !mode.shares_group {
         command.process_group(0);
     }
-    if mode.subreaper && !mode.pid1 {
-        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer argument.
-        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        if rc != 0 {
-            warn!(
-                "cannot become a child subreaper: {}",
-                io::Error::last_os_error()
-            );
+    Ok(Prepared {
+        command,
+        program: cmd.program.clone(),
+        mode,
+    })
+}
+
+impl Prepared {
+    /// Starts the command and returns its pid. The `Command`, and with it the last copies of the
+    /// values, is dropped as soon as the child has exec'd.
+    pub fn spawn(self) -> Result<libc::pid_t, Outcome> {
+        let Prepared {
+            mut command,
+            program,
+            mode,
+        } = self;
+        if mode.subreaper && !mode.pid1 {
+            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer argument.
+            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+            if rc != 0 {
+                warn!(
+                    "cannot become a child subreaper: {}",
+                    io::Error::last_os_error()
+                );
+            }
         }
+        let spawned = command.spawn();
+        drop(command);
+        // The `Child` handle is dropped at once (that neither waits nor kills): the supervise loop
+        // owns waitpid, and `Child::wait` would race it for the status.
+        let child = spawned.map_err(|e| exec_failure(&program, &e))?;
+        Ok(child.id() as libc::pid_t)
     }
-    let spawned = command.spawn();
-    drop(command);
-    drop(env);
-    // The `Child` handle is dropped at once (that neither waits nor kills): the supervise loop owns
-    // waitpid, and `Child::wait` would race it for the status.
-    let child = spawned.map_err(|e| exec_failure(&cmd.program, &e))?;
-    Ok(child.id() as libc::pid_t)
 }
 
 /// `--exec`: replaces r4-run by the command (execve, no supervisor left). Returns only if that failed.
