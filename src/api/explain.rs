@@ -186,16 +186,18 @@ pub fn status_error(
     body: &[u8],
 ) -> Error {
     debug_assert!(!status.is_success());
+    // Server text is shown, but a server (or a proxy) that echoes the key must not make us print it.
+    let safe = |text: &str| redact_key(&printable(text), req);
     let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) else {
         return Error::new(format!(
             "the server answered {status} with a body that is not the R4 API's JSON ({}{})",
             shown_content_type(content_type),
-            excerpt(body)
+            redact_key(&excerpt(body), req)
         ))
         .hint("check --base-url / R4_BASE_URL and any proxy between here and R4");
     };
-    let code = error.code.as_deref().map(printable).unwrap_or_default();
-    let message = error.message.as_deref().map(printable).unwrap_or_default();
+    let code = error.code.as_deref().map(safe).unwrap_or_default();
+    let message = error.message.as_deref().map(safe).unwrap_or_default();
     let said = match (code.is_empty(), message.is_empty()) {
         (false, false) => format!("{code}: {message}"),
         (false, true) => code.clone(),
@@ -223,6 +225,15 @@ pub fn status_error(
         _ => Error::new(format!("the R4 API answered {status} ({said})"))
             .hint("check --project and --base-url"),
     }
+}
+
+/// `text` with the key's secret part replaced by `…`.
+fn redact_key(text: &str, req: &Request<'_>) -> String {
+    let secret = req.key.expose_secret_part();
+    if secret.is_empty() || !text.contains(secret) {
+        return text.to_owned();
+    }
+    text.replace(secret, "…")
 }
 
 pub fn shown_content_type(content_type: &str) -> String {

@@ -643,3 +643,25 @@ async fn plain_http_to_a_non_loopback_host_is_refused_before_any_connection() {
         .assert_failed_with("plain http to a host that is not loopback");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_server_that_echoes_the_key_does_not_make_us_print_it() {
+    let echo = serde_json::json!({"error": {"code": "unauthorized", "message": format!("key {KEY} is invalid")}});
+    let server =
+        crate::support::server_answering(ResponseTemplate::new(401).set_body_json(echo)).await;
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    ran.assert_failed_with("refused (401");
+    assert!(ran.stderr().contains("rk_test123"), "{}", ran.stderr());
+    let html = format!("<html>bad key {KEY}</html>");
+    let server = crate::support::server_answering(
+        ResponseTemplate::new(502).set_body_raw(html, "text/html"),
+    )
+    .await;
+    r4_run()
+        .against(&server.uri())
+        .args(["--timeout", "1"])
+        .probe()
+        .run_async()
+        .await
+        .assert_failed_with("502");
+}
