@@ -561,6 +561,9 @@ pub fn git_ignore_warning(path: &Path) -> Option<String> {
         .arg("-C")
         .arg(dir)
         .args(["check-ignore", "-q", "--"])
+        // git needs none of r4-run's own settings, least of all the key.
+        .env_remove("R4_API_KEY")
+        .env_remove("R4_API_KEY_FILE")
         .arg(file_name)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
