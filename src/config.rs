@@ -130,8 +130,10 @@ impl Config {
                 .hint("check --project / R4_PROJECT_ID"));
         }
 
-        let base = parse_base_url(args.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL))?;
-        let timeout = match args.timeout.as_deref() {
+        // An empty value (`ENV R4_BASE_URL=` in a Dockerfile, an empty CI variable) means "not set".
+        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let base = parse_base_url(given(args.base_url).as_deref().unwrap_or(DEFAULT_BASE_URL))?;
+        let timeout = match given(args.timeout).as_deref() {
             None => DEFAULT_TIMEOUT,
             Some(t) => parse_timeout(t)?,
         };
@@ -165,7 +167,8 @@ impl Config {
             None => None,
         };
 
-        let (key, key_source) = read_key(args.api_key_file.as_deref(), &env)?;
+        let key_file = args.api_key_file.filter(|p| !p.as_os_str().is_empty());
+        let (key, key_source) = read_key(key_file.as_deref(), &env)?;
         Ok(Self {
             project,
             base,
@@ -390,6 +393,20 @@ mod tests {
             cfg.env_url().as_str(),
             "http://127.0.0.1:1/api/v1/machine/vault/env/a%2Fb%20c%3F%23%25"
         );
+    }
+
+    #[test]
+    fn empty_settings_mean_unset() {
+        use clap::Parser;
+        let mut args = Args::try_parse_from(["r4-run", "-p", "x", "--", "true"]).unwrap();
+        args.base_url = Some(String::new());
+        args.timeout = Some(" ".into());
+        args.api_key_file = Some(PathBuf::new());
+        let cfg =
+            Config::from_args(args, |k| (k == "R4_API_KEY").then(|| "rk_a.b".into())).unwrap();
+        assert_eq!(cfg.base.as_str(), "https://r4.dev/api/v1/machine");
+        assert_eq!(cfg.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(cfg.key_source, "R4_API_KEY");
     }
 
     #[test]
