@@ -75,12 +75,15 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
     let mut progress = Progress::default();
     let outcome = runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + req.timeout;
-        let result = tokio::time::timeout_at(
+        let fetch = tokio::time::timeout_at(
             deadline,
             fetch_with_retries(req, &client, deadline, &mut progress),
-        )
-        .await;
-        result.unwrap_or_else(|_| Err(deadline_error(req, &progress)))
+        );
+        match until_first(fetch, until_ending_signal()).await {
+            Some(Ok(result)) => result,
+            Some(Err(_elapsed)) => Err(deadline_error(req, &progress)),
+            None => Err(Error::new("stopped by a signal before the command started")),
+        }
     });
     drop(client);
     drop(runtime);
@@ -92,6 +95,33 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
         if progress.tries == 1 { "try" } else { "tries" }
     );
     outcome
+}
+
+/// How often a fetch in flight looks for an ending signal. Signals are blocked (signals.rs), so
+/// nothing interrupts the fetch by itself: without this, Ctrl-C or `docker stop` during a hanging
+/// fetch would wait for the whole deadline.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
+
+async fn until_ending_signal() {
+    while !crate::signals::ending_signal_pending() {
+        tokio::time::sleep(SIGNAL_POLL).await;
+    }
+}
+
+/// `Some` with `work`'s output, or `None` if `stop` finished first.
+async fn until_first<T>(
+    work: impl std::future::Future<Output = T>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut stop = std::pin::pin!(stop);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = work.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        stop.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 fn build_client(req: &Request<'_>) -> Result<reqwest::Client> {

@@ -46,7 +46,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
 }
 
 fn run_config(config: Config) -> Result<Outcome, Outcome> {
-    let fetched = fetch_or_fall_back(&config)?;
+    let fetched = match fetch_or_fall_back(&config) {
+        Ok(fetched) => fetched,
+        // A TERM, INT, HUP or QUIT during the fetch ends the run as that signal would have.
+        Err(e) => match signals::block().take_pending_before_spawn() {
+            Some(signal) => return Err(Outcome::ChildKilled(signal)),
+            None => return Err(Outcome::Failed(e)),
+        },
+    };
     verbose!(
         1,
         "project {} has {} variables",

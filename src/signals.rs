@@ -37,6 +37,22 @@ pub const RELAYED: &[(libc::c_int, &str)] = &[
 /// instead of starting the child (see `take_pending_before_spawn`).
 pub const ENDING: &[libc::c_int] = &[libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM];
 
+/// Whether an ending signal (TERM, INT, HUP, QUIT) waits pending. It is left pending: the caller
+/// stops what it is doing and `take_pending_before_spawn` then ends the run with it.
+pub fn ending_signal_pending() -> bool {
+    let mut pending = MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: `pending` is writable storage for one sigset_t that sigpending fills in.
+    if unsafe { libc::sigpending(pending.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: sigpending succeeded and filled `pending`.
+    let pending = unsafe { pending.assume_init() };
+    // SAFETY: `pending` is an initialised set and each signal is valid.
+    ENDING
+        .iter()
+        .any(|&s| unsafe { libc::sigismember(&pending, s) } == 1)
+}
+
 /// The name of a signal, for messages.
 pub fn name(signal: libc::c_int) -> String {
     RELAYED

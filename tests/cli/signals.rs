@@ -70,6 +70,8 @@ async fn a_child_killed_by_the_relayed_term_gives_143() {
         .signal_probe(&["--term", "default"])
         .spawn();
     r4.await_ready();
+    // The answer would take a minute and the deadline is two: only the signal can end this soon
+    // (assert_exit gives up after DEADLINE, 20 s).
     r4.signal(libc::SIGTERM);
     r4.assert_exit(143);
 }
@@ -312,9 +314,13 @@ async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
 async fn term_during_the_fetch_ends_r4_run_without_starting_the_command() {
     let answer = wiremock::ResponseTemplate::new(200)
         .set_body_json(env_answer(&[("A", "1")]))
-        .set_delay(std::time::Duration::from_secs(1));
+        .set_delay(std::time::Duration::from_secs(60));
     let server = server_answering(answer).await;
-    let mut r4 = r4_run().against(&server.uri()).signal_probe(&[]).spawn();
+    let mut r4 = r4_run()
+        .against(&server.uri())
+        .args(["--timeout", "120"])
+        .signal_probe(&[])
+        .spawn();
     // No event tells that the request arrived; poll the mock server, bounded.
     let deadline = std::time::Instant::now() + DEADLINE;
     while server
@@ -326,6 +332,8 @@ async fn term_during_the_fetch_ends_r4_run_without_starting_the_command() {
         assert!(std::time::Instant::now() < deadline, "r4-run never fetched");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // The answer would take a minute and the deadline is two: only the signal can end this soon
+    // (assert_exit gives up after DEADLINE, 20 s).
     r4.signal(libc::SIGTERM);
     r4.assert_exit(143);
     assert!(
