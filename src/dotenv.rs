@@ -20,6 +20,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
+use crate::config::{DotenvDest, DotenvTarget};
+use crate::env::Selected;
+use crate::{verbose, warn};
+
 /// An output format for `--dotenv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -588,6 +592,58 @@ pub fn git_ignore_warning(path: &Path) -> Option<String> {
         "{} is inside a git work tree and is not ignored by git\n  hint: keep it out of commits: echo {quoted} >> {gitignore}",
         path.display()
     ))
+}
+
+/// `--dotenv`: renders the selected variables and writes them to stdout or, atomically, to a file.
+pub fn write_selected(
+    target: &DotenvTarget,
+    selected: &[Selected<'_>],
+) -> Result<(), crate::error::Error> {
+    use crate::error::Error;
+    let format = target.format;
+    let pairs: Vec<(&str, &str)> = selected
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.expose()))
+        .collect();
+    let rendered = render(&pairs, format).map_err(|e| Error::new(e.to_string()).hint(e.hint()))?;
+    drop(pairs);
+    for skipped in &rendered.skipped {
+        warn!(
+            "leaving {:?} out of the {format} output: {}",
+            skipped.name, skipped.reason
+        );
+    }
+    let written = selected.len() - rendered.skipped.len();
+    match &target.dest {
+        DotenvDest::Stdout => {
+            // Straight to the file descriptor: std's stdout buffer is never freed, so a value
+            // copied into it would stay in our memory for the whole life of a child started next.
+            let stdout = std::io::stdout();
+            let _lock = stdout.lock();
+            let fd = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
+            fd.and_then(|fd| std::fs::File::from(fd).write_all(&rendered.bytes))
+                .map_err(|e| {
+                    Error::new(format!("cannot write the {format} output to stdout: {e}"))
+                        .hint("check where stdout goes (a closed pipe, a full disk)")
+                })?;
+            verbose!(1, "wrote {written} variables to stdout as {format}");
+        }
+        DotenvDest::File(path) => {
+            write_atomic(path, &rendered.bytes).map_err(|e| {
+                Error::new(format!("cannot write {}: {e}", path.display()))
+                    .hint("check that the directory exists and is writable; an earlier file there is unchanged")
+            })?;
+            verbose!(
+                1,
+                "wrote {written} variables to {} as {format} (mode 0600)",
+                path.display()
+            );
+            if let Some(warning) = git_ignore_warning(path) {
+                warn!("{warning}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,8 +18,10 @@
 //! to open as a whole: never a half-read environment.
 
 use crate::api::Fetched;
+use crate::config::{Config, FallbackFile};
 use crate::error::{Error, Result};
 use crate::secret::{ApiKey, SecretString};
+use crate::{verbose, warn};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -84,6 +86,73 @@ pub fn save(
         Error::new(format!("cannot write the fallback file {shown}: {e}"))
             .hint("check that its directory exists and is writable; an earlier fallback file is unchanged")
     })
+}
+
+/// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
+/// instead when the API cannot be reached (never when it answered that the key or project is wrong).
+pub fn fetch_or_fall_back(config: &Config) -> Result<Fetched> {
+    let load = |fb: &FallbackFile| {
+        load(
+            &fb.path,
+            &config.key,
+            &config.project,
+            fb.max_age,
+            std::time::SystemTime::now(),
+        )
+    };
+    let fb = match &config.fallback {
+        Some(fb) if fb.only => {
+            let loaded = load(fb)?;
+            verbose!(
+                1,
+                "using the fallback file {} ({} old; --fallback-only)",
+                fb.path.display(),
+                human(loaded.age)
+            );
+            return Ok(loaded.fetched);
+        }
+        other => other,
+    };
+    let fetched = crate::api::fetch_env(&crate::api::Request {
+        url: config.env_url(),
+        key: &config.key,
+        project: &config.project,
+        timeout: config.timeout,
+        give_up_when_unreachable: fb.as_ref().is_some_and(|fb| fb.path.exists()),
+    });
+    match (fetched, fb) {
+        (Ok(fetched), Some(fb)) => {
+            match save(
+                &fb.path,
+                &config.key,
+                &config.project,
+                &fetched,
+                std::time::SystemTime::now(),
+            ) {
+                Ok(()) => verbose!(1, "saved the fallback file {}", fb.path.display()),
+                Err(e) => warn!("{e}; the run goes on without refreshing it"),
+            }
+            Ok(fetched)
+        }
+        (Err(e), Some(fb)) if e.is_transient() => match load(fb) {
+            Ok(loaded) => {
+                warn!(
+                    "{}; using the fallback file {}, written {} ago",
+                    e.what(),
+                    fb.path.display(),
+                    human(loaded.age)
+                );
+                Ok(loaded.fetched)
+            }
+            Err(fe) => Err(Error::new(format!(
+                "{} (and no usable fallback: {})",
+                e.what(),
+                fe.what()
+            ))
+            .hint(e.hint_text().unwrap_or("try again later").to_owned())),
+        },
+        (result, _) => result,
+    }
 }
 
 /// A fallback file that opened: the variables and how old they are.

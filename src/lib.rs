@@ -46,7 +46,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
 }
 
 fn run_config(config: Config) -> Result<Outcome, Outcome> {
-    let fetched = match fetch_or_fall_back(&config) {
+    let fetched = match fallback::fetch_or_fall_back(&config) {
         Ok(fetched) => fetched,
         // A TERM, INT, HUP or QUIT during the fetch ends the run as that signal would have.
         Err(e) => match signals::block().take_pending_before_spawn() {
@@ -70,7 +70,7 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         warn!("{notice}");
     }
     if let Some(target) = &config.dotenv {
-        write_dotenv(target, &selected)?;
+        dotenv::write_selected(target, &selected)?;
     }
     let Some(command) = &config.command else {
         return Ok(Outcome::Done);
@@ -108,126 +108,6 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     // After the spawn, so the child's own core-dump limit stays as it was.
     hardening::forbid_core_dumps();
     Ok(supervise::supervise(child, mode))
-}
-
-/// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
-/// instead when the API cannot be reached (never when it answered that the key or project is wrong).
-fn fetch_or_fall_back(config: &Config) -> Result<api::Fetched, Error> {
-    let load = |fb: &config::FallbackFile| {
-        fallback::load(
-            &fb.path,
-            &config.key,
-            &config.project,
-            fb.max_age,
-            std::time::SystemTime::now(),
-        )
-    };
-    let fb = match &config.fallback {
-        Some(fb) if fb.only => {
-            let loaded = load(fb)?;
-            verbose!(
-                1,
-                "using the fallback file {} ({} old; --fallback-only)",
-                fb.path.display(),
-                fallback::human(loaded.age)
-            );
-            return Ok(loaded.fetched);
-        }
-        other => other,
-    };
-    let fetched = api::fetch_env(&api::Request {
-        url: config.env_url(),
-        key: &config.key,
-        project: &config.project,
-        timeout: config.timeout,
-        give_up_when_unreachable: fb.as_ref().is_some_and(|fb| fb.path.exists()),
-    });
-    match (fetched, fb) {
-        (Ok(fetched), Some(fb)) => {
-            match fallback::save(
-                &fb.path,
-                &config.key,
-                &config.project,
-                &fetched,
-                std::time::SystemTime::now(),
-            ) {
-                Ok(()) => verbose!(1, "saved the fallback file {}", fb.path.display()),
-                Err(e) => warn!("{e}; the run goes on without refreshing it"),
-            }
-            Ok(fetched)
-        }
-        (Err(e), Some(fb)) if e.is_transient() => match load(fb) {
-            Ok(loaded) => {
-                warn!(
-                    "{}; using the fallback file {}, written {} ago",
-                    e.what(),
-                    fb.path.display(),
-                    fallback::human(loaded.age)
-                );
-                Ok(loaded.fetched)
-            }
-            Err(fe) => Err(Error::new(format!(
-                "{} (and no usable fallback: {})",
-                e.what(),
-                fe.what()
-            ))
-            .hint(e.hint_text().unwrap_or("try again later").to_owned())),
-        },
-        (result, _) => result,
-    }
-}
-
-/// `--dotenv`: renders the selected variables and writes them to stdout or, atomically, to a file.
-fn write_dotenv(
-    target: &config::DotenvTarget,
-    selected: &[env::Selected<'_>],
-) -> Result<(), Outcome> {
-    use std::io::Write;
-    let format = target.format;
-    let pairs: Vec<(&str, &str)> = selected
-        .iter()
-        .map(|s| (s.name.as_str(), s.value.expose()))
-        .collect();
-    let rendered =
-        dotenv::render(&pairs, format).map_err(|e| Error::new(e.to_string()).hint(e.hint()))?;
-    drop(pairs);
-    for skipped in &rendered.skipped {
-        warn!(
-            "leaving {:?} out of the {format} output: {}",
-            skipped.name, skipped.reason
-        );
-    }
-    let written = selected.len() - rendered.skipped.len();
-    match &target.dest {
-        config::DotenvDest::Stdout => {
-            // Straight to the file descriptor: std's stdout buffer is never freed, so a value
-            // copied into it would stay in our memory for the whole life of a child started next.
-            let stdout = std::io::stdout();
-            let _lock = stdout.lock();
-            let fd = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
-            fd.and_then(|fd| std::fs::File::from(fd).write_all(&rendered.bytes))
-                .map_err(|e| {
-                    Error::new(format!("cannot write the {format} output to stdout: {e}"))
-                        .hint("check where stdout goes (a closed pipe, a full disk)")
-                })?;
-            verbose!(1, "wrote {written} variables to stdout as {format}");
-        }
-        config::DotenvDest::File(path) => {
-            dotenv::write_atomic(path, &rendered.bytes).map_err(|e| {
-                Error::new(format!("cannot write {}: {e}", path.display()))
-                    .hint("check that the directory exists and is writable; an earlier file there is unchanged")
-            })?;
-            verbose!(
-                1,
-                "wrote {written} variables to {} as {format} (mode 0600)",
-                path.display()
-            );
-            if let Some(warning) = dotenv::git_ignore_warning(path) {
-                warn!("{warning}");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A usage error from clap becomes a 125 in the contract's message format; `--help` and
