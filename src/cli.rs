@@ -1,6 +1,8 @@
-//! The command line as the user types it: flags, their environment fallbacks, help and examples.
+//! The command line as the user types it: flags, help and examples.
 //!
-//! This layer only describes and parses; `config` turns the raw values into a validated `Config`.
+//! This layer only describes and parses argv; `config` turns the raw values into a validated `Config`
+//! and reads the `R4_*` environment fallbacks itself (so that an empty variable means unset, and an
+//! environment value never counts as a flag given on the command line, e.g. in a conflict).
 //! The API key has no flag on purpose: a key on argv is visible to every user of the machine.
 
 use clap::{ArgAction, Parser, ValueEnum};
@@ -28,16 +30,16 @@ Neither reaches the command. Exit status: the command's own; 128+N if signal N k
     max_term_width = 100
 )]
 pub struct Args {
-    /// Project whose variables are fetched
-    #[arg(short = 'p', long, env = "R4_PROJECT_ID", value_name = "ID")]
+    /// Project whose variables are fetched [env: R4_PROJECT_ID]
+    #[arg(short = 'p', long, value_name = "ID")]
     pub project: Option<String>,
 
-    /// R4 origin (https://r4.dev) or the full Machine API base URL [default: https://r4.dev]
-    #[arg(long, env = "R4_BASE_URL", value_name = "URL")]
+    /// R4 origin (https://r4.dev) or the full Machine API base URL [default: https://r4.dev] [env: R4_BASE_URL]
+    #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// Read the API key from the first line of this file (Docker and Kubernetes secrets)
-    #[arg(long, env = "R4_API_KEY_FILE", value_name = "PATH")]
+    /// Read the API key from the first line of this file (Docker and Kubernetes secrets) [env: R4_API_KEY_FILE]
+    #[arg(long, value_name = "PATH")]
     pub api_key_file: Option<PathBuf>,
 
     /// Keep the value of a variable that is already set in the inherited environment
@@ -56,8 +58,8 @@ pub struct Args {
     #[arg(long, value_name = "P")]
     pub prefix: Option<String>,
 
-    /// Deadline in seconds for fetching, retries included [default: 30]
-    #[arg(long, env = "R4_TIMEOUT", value_name = "SECONDS")]
+    /// Deadline in seconds for fetching, retries included [default: 30] [env: R4_TIMEOUT]
+    #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<String>,
 
     /// Write the variables to PATH ('-' for stdout); exit unless a COMMAND follows
@@ -88,13 +90,8 @@ pub struct Args {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Reap orphaned descendants of the command as PID 1 would (become a child subreaper)
-    #[arg(
-        long,
-        env = "R4_RUN_SUBREAPER",
-        conflicts_with = "exec",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    /// Reap orphaned descendants of the command as PID 1 would (become a child subreaper) [env: R4_RUN_SUBREAPER=1]
+    #[arg(long, conflicts_with = "exec")]
     pub subreaper: bool,
 
     /// Replace r4-run by the command (exec) instead of supervising it: no signal relay, no reaping
@@ -104,6 +101,27 @@ pub struct Args {
     /// The command to run and its arguments, passed untouched (no shell)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
+}
+
+/// Which of `tokens` (the words after the command's name) are r4-run's own options: a user who
+/// writes `r4-run sh -c 'x' -p demo` meant `-p demo` for r4-run, but everything after the command's
+/// name is the command's. Only the short `-p` is considered, as the one that carries a setting.
+pub fn own_options_in(tokens: &[String]) -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Args::command();
+    let mut found = Vec::new();
+    for token in tokens {
+        let ours = if let Some(long) = token.strip_prefix("--") {
+            let long = long.split('=').next().unwrap_or_default();
+            command.get_arguments().any(|a| a.get_long() == Some(long))
+        } else {
+            token == "-p" || token.starts_with("-p") && token.len() > 2
+        };
+        if ours && !found.contains(token) {
+            found.push(token.clone());
+        }
+    }
+    found
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +153,16 @@ mod tests {
         assert_eq!(a.command, ["ls", "-la", "--", "--color"]);
         let a = Args::try_parse_from(["r4-run", "-p", "x", "env", "-0"]).unwrap();
         assert_eq!(a.command, ["env", "-0"]);
+    }
+
+    #[test]
+    fn own_options_after_the_command_are_found() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            own_options_in(&words(&["-c", "x", "-p", "demo", "--timeout=3", "--color"])),
+            ["-p", "--timeout=3"]
+        );
+        assert!(own_options_in(&words(&["-c", "-la", "--", "-v"])).is_empty());
     }
 
     #[test]

@@ -117,9 +117,9 @@ impl Config {
             }
         }
 
-        let project = match args.project {
-            Some(p) if !p.trim().is_empty() => p,
-            _ => {
+        let project = match setting(args.project, "R4_PROJECT_ID", &env)? {
+            Some((p, _)) => p,
+            None => {
                 return Err(Error::new("no project given").hint(
                     "pass --project ID or set R4_PROJECT_ID (the project's id as shown in R4)",
                 ))
@@ -130,19 +130,30 @@ impl Config {
                 .hint("check --project / R4_PROJECT_ID"));
         }
 
-        // An empty value (`ENV R4_BASE_URL=` in a Dockerfile, an empty CI variable) means "not set".
-        let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
-        let base = parse_base_url(given(args.base_url).as_deref().unwrap_or(DEFAULT_BASE_URL))?;
-        let timeout = match given(args.timeout).as_deref() {
+        let base = match setting(args.base_url, "R4_BASE_URL", &env)? {
+            Some((url, _)) => parse_base_url(&url)?,
+            None => parse_base_url(DEFAULT_BASE_URL)?,
+        };
+        let timeout = match setting(args.timeout, "R4_TIMEOUT", &env)? {
             None => DEFAULT_TIMEOUT,
-            Some(t) => parse_timeout(t)?,
+            Some((t, source)) => parse_timeout(&t, source)?,
+        };
+        let only = match args.only {
+            None => None,
+            Some(names) => {
+                let names: Vec<String> = names.into_iter().filter(|n| !n.is_empty()).collect();
+                if names.is_empty() {
+                    return Err(Error::new("--only names no variable").hint(
+                        "give the names to inject, comma-separated: --only DATABASE_URL,REDIS_URL\nor leave --only out to inject every variable",
+                    ));
+                }
+                Some(names)
+            }
         };
         let merge = MergePolicy {
             preserve_env: args.preserve_env,
             pristine: args.pristine,
-            only: args
-                .only
-                .map(|names| names.into_iter().filter(|n| !n.is_empty()).collect()),
+            only,
             prefix: args.prefix,
         };
         if let Some(p) = &merge.prefix {
@@ -167,7 +178,36 @@ impl Config {
             None => None,
         };
 
-        let key_file = args.api_key_file.filter(|p| !p.as_os_str().is_empty());
+        if let (
+            Some(fb),
+            Some(DotenvTarget {
+                dest: DotenvDest::File(out),
+                ..
+            }),
+        ) = (&fallback, &dotenv)
+        {
+            if same_file(&fb.path, out) {
+                return Err(Error::new(format!(
+                    "--dotenv and --fallback name the same file, {}: the plaintext .env would overwrite the encrypted fallback",
+                    out.display()
+                ))
+                .hint("give --fallback its own path, e.g. --fallback .r4-fallback --dotenv .env"));
+            }
+        }
+
+        let subreaper = args.subreaper || env_flag("R4_RUN_SUBREAPER", &env)?;
+        if subreaper && args.exec {
+            // Only the environment can get here (the two flags conflict in clap): a container-wide
+            // R4_RUN_SUBREAPER=1 should not stop one --exec run.
+            crate::warn!("R4_RUN_SUBREAPER is ignored with --exec: no supervisor remains to reap");
+        }
+
+        let key_file = match args.api_key_file.filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => Some(path),
+            None => env("R4_API_KEY_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        };
         let (key, key_source) = read_key(key_file.as_deref(), &env)?;
         Ok(Self {
             project,
@@ -180,7 +220,7 @@ impl Config {
             fallback,
             command,
             verbosity,
-            subreaper: args.subreaper,
+            subreaper: subreaper && !args.exec,
             exec: args.exec,
         })
     }
@@ -243,16 +283,82 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn parse_timeout(text: &str) -> Result<Duration> {
+fn parse_timeout(text: &str, source: &str) -> Result<Duration> {
     let secs: f64 = text.trim().parse().map_err(|_| {
-        Error::new(format!("the timeout {text:?} is not a number of seconds"))
-            .hint("pass --timeout SECONDS or set R4_TIMEOUT, e.g. 30 or 2.5")
+        Error::new(format!(
+            "the timeout {text:?} ({source}) is not a number of seconds"
+        ))
+        .hint("pass --timeout SECONDS or set R4_TIMEOUT, e.g. 30 or 2.5")
     })?;
     if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-        return Err(Error::new(format!("the timeout {text:?} is out of range"))
-            .hint("give a number of seconds above 0 and at most 86400"));
+        return Err(
+            Error::new(format!("the timeout {text:?} ({source}) is out of range"))
+                .hint("give a number of seconds above 0 and at most 86400"),
+        );
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A setting from its flag, else from its environment variable, with where it came from (for
+/// messages). An empty or blank value, at either place, means unset: `ENV R4_BASE_URL=` in a
+/// Dockerfile or an empty CI variable is how people unset a setting there.
+fn setting(
+    flag: Option<String>,
+    var: &'static str,
+    env: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<(String, &'static str)>> {
+    if let Some(value) = flag.filter(|v| !v.trim().is_empty()) {
+        return Ok(Some((value, "the command line")));
+    }
+    let Some(value) = env(var).filter(|v| !v.to_string_lossy().trim().is_empty()) else {
+        return Ok(None);
+    };
+    match value.into_string() {
+        Ok(value) => Ok(Some((value, var))),
+        Err(_) => Err(Error::new(format!("{var} is not valid UTF-8"))
+            .hint(format!("set {var} to plain text, or unset it"))),
+    }
+}
+
+/// A yes/no environment variable (`R4_RUN_SUBREAPER`): 1/true/yes/on or 0/false/no/off, any case;
+/// empty or unset is no.
+fn env_flag(var: &str, env: &impl Fn(&str) -> Option<OsString>) -> Result<bool> {
+    let Some(value) = env(var) else {
+        return Ok(false);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        _ => Err(Error::new(format!(
+            "{var} is {:?}, which is neither yes nor no",
+            crate::report::shown(&text).to_string()
+        ))
+        .hint(format!(
+            "set {var}=1 to turn it on, or {var}=0 (or unset it) to leave it off"
+        ))),
+    }
+}
+
+/// Whether two paths name the same file: the same inode when both exist, else the same absolute
+/// path once the (existing) directories are resolved.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+    }
+    let resolved = |p: &Path| -> Option<PathBuf> {
+        let name = p.file_name()?;
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(name))
+    };
+    match (resolved(a), resolved(b)) {
+        (Some(ra), Some(rb)) => ra == rb,
+        _ => a == b,
+    }
 }
 
 /// The key comes from a file when one is named (flag or `R4_API_KEY_FILE`), else from `R4_API_KEY`.
@@ -395,26 +501,142 @@ mod tests {
         );
     }
 
+    /// Parses `argv` with the real parser and `vars` as the whole environment.
+    fn config_of(argv: &[&str], vars: &[(&str, &str)]) -> Result<Config> {
+        use clap::Parser;
+        let args = Args::try_parse_from(std::iter::once("r4-run").chain(argv.iter().copied()))
+            .expect("clap accepts the command line");
+        Config::from_args(args, |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
     #[test]
     fn empty_settings_mean_unset() {
-        use clap::Parser;
-        let mut args = Args::try_parse_from(["r4-run", "-p", "x", "--", "true"]).unwrap();
-        args.base_url = Some(String::new());
-        args.timeout = Some(" ".into());
-        args.api_key_file = Some(PathBuf::new());
-        let cfg =
-            Config::from_args(args, |k| (k == "R4_API_KEY").then(|| "rk_a.b".into())).unwrap();
+        let cfg = config_of(
+            &["--", "true"],
+            &[
+                ("R4_API_KEY", "rk_a.b"),
+                ("R4_PROJECT_ID", "p1"),
+                ("R4_BASE_URL", ""),
+                ("R4_TIMEOUT", " "),
+                ("R4_API_KEY_FILE", ""),
+                ("R4_RUN_SUBREAPER", ""),
+            ],
+        )
+        .unwrap();
         assert_eq!(cfg.base.as_str(), "https://r4.dev/api/v1/machine");
         assert_eq!(cfg.timeout, DEFAULT_TIMEOUT);
         assert_eq!(cfg.key_source, "R4_API_KEY");
+        assert!(!cfg.subreaper);
+        // An empty flag is unset too, and then the environment speaks.
+        let cfg = config_of(
+            &["--project", "", "--base-url", "", "--", "true"],
+            &[("R4_API_KEY", "rk_a.b"), ("R4_PROJECT_ID", "p2")],
+        )
+        .unwrap();
+        assert_eq!(cfg.project, "p2");
+        let e = config_of(
+            &["--", "true"],
+            &[("R4_API_KEY", "rk_a.b"), ("R4_PROJECT_ID", "")],
+        )
+        .unwrap_err();
+        assert_eq!(e.what(), "no project given");
+    }
+
+    #[test]
+    fn the_environment_never_counts_as_a_flag() {
+        let key = ("R4_API_KEY", "rk_a.b");
+        for off in ["0", "false", "no", "OFF", ""] {
+            let cfg = config_of(
+                &["--exec", "-p", "x", "--", "true"],
+                &[key, ("R4_RUN_SUBREAPER", off)],
+            )
+            .unwrap();
+            assert!(cfg.exec && !cfg.subreaper, "{off}");
+        }
+        let cfg = config_of(
+            &["-p", "x", "--", "true"],
+            &[key, ("R4_RUN_SUBREAPER", "1")],
+        )
+        .unwrap();
+        assert!(cfg.subreaper);
+        // Set for a whole container, it does not stop an --exec run: ignored (with a warning).
+        let cfg = config_of(
+            &["--exec", "-p", "x", "--", "true"],
+            &[key, ("R4_RUN_SUBREAPER", "yes")],
+        )
+        .unwrap();
+        assert!(cfg.exec && !cfg.subreaper);
+        let e = config_of(
+            &["-p", "x", "--", "true"],
+            &[key, ("R4_RUN_SUBREAPER", "maybe")],
+        )
+        .unwrap_err();
+        assert!(e.what().contains("R4_RUN_SUBREAPER"), "{e}");
+        // Both on the command line is still a usage error.
+        use clap::Parser;
+        assert!(Args::try_parse_from(["r4-run", "--exec", "--subreaper", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn only_must_name_something() {
+        let key = ("R4_API_KEY", "rk_a.b");
+        for only in ["", ",", " "] {
+            let got = config_of(&["-p", "x", "--only", only, "--", "true"], &[key]);
+            if only == " " {
+                // A blank name is a name (that no variable has): a warning later, not an error.
+                assert!(got.is_ok());
+                continue;
+            }
+            let e = got.unwrap_err();
+            assert_eq!(e.what(), "--only names no variable", "{only:?}");
+        }
+        let cfg = config_of(&["-p", "x", "--only", "A,,B", "--", "true"], &[key]).unwrap();
+        assert_eq!(cfg.merge.only.unwrap(), ["A", "B"]);
+    }
+
+    #[test]
+    fn dotenv_and_fallback_may_not_share_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ("R4_API_KEY", "rk_a.b");
+        let f = dir.path().join("state");
+        let same = f.to_str().unwrap();
+        let e = config_of(&["-p", "x", "--fallback", same, "--dotenv", same], &[key]).unwrap_err();
+        assert!(e.what().contains("same file"), "{e}");
+        // Spelled differently, still the same file.
+        let other = format!("{}/./state", dir.path().display());
+        assert!(config_of(&["-p", "x", "--fallback", same, "--dotenv", &other], &[key]).is_err());
+        std::fs::write(&f, "x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let link = link.to_str().unwrap();
+        assert!(config_of(&["-p", "x", "--fallback", same, "--dotenv", link], &[key]).is_err());
+        let env_file = dir.path().join(".env");
+        assert!(config_of(
+            &[
+                "-p",
+                "x",
+                "--fallback",
+                same,
+                "--dotenv",
+                env_file.to_str().unwrap()
+            ],
+            &[key]
+        )
+        .is_ok());
     }
 
     #[test]
     fn timeouts() {
-        assert_eq!(parse_timeout("2.5").unwrap(), Duration::from_millis(2500));
-        assert!(parse_timeout("0").is_err());
-        assert!(parse_timeout("-1").is_err());
-        assert!(parse_timeout("soon").is_err());
-        assert!(parse_timeout("inf").is_err());
+        assert_eq!(
+            parse_timeout("2.5", "R4_TIMEOUT").unwrap(),
+            Duration::from_millis(2500)
+        );
+        for bad in ["0", "-1", "soon", "inf"] {
+            assert!(parse_timeout(bad, "R4_TIMEOUT").is_err(), "{bad}");
+        }
     }
 }

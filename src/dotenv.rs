@@ -165,14 +165,7 @@ fn write_name(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
     if name.is_empty() {
         return f.write_str("(empty name)");
     }
-    for c in name.chars() {
-        if c.is_control() {
-            write!(f, "{}", c.escape_default())?;
-        } else {
-            write!(f, "{c}")?;
-        }
-    }
-    Ok(())
+    write!(f, "{}", crate::report::shown(name))
 }
 
 impl std::error::Error for RenderError {}
@@ -180,6 +173,38 @@ impl std::error::Error for RenderError {}
 const REASON_DOTENV_NAME: &str =
     "not a valid .env variable name (letters, digits and '_', not starting with a digit)";
 const REASON_SHELL_NAME: &str = "not a valid shell variable name";
+const REASON_SHELL_SPECIAL: &str =
+    "a shell keeps this variable read-only or special (bash, zsh, dash or mksh): assigning it would abort the eval or change the shell itself";
+/// Names that a POSIX-family shell will not take in `export NAME='…'` (read-only: the eval aborts,
+/// at once under `bash --posix`) or that change the shell itself (zsh's `UID`/`GID`/`USERNAME`
+/// switch the user when run as root; dash's `OPTIND` must be a number). Measured with bash 5.2
+/// (plain and --posix), dash, zsh (plain and sh emulation), ksh93 and mksh.
+const SHELL_SPECIAL: &[&str] = &[
+    // bash
+    "BASHOPTS",
+    "BASH_VERSINFO",
+    "EUID",
+    "PPID",
+    "SHELLOPTS",
+    "UID",
+    // zsh
+    "ARGC",
+    "EGID",
+    "GID",
+    "HISTCMD",
+    "LINENO",
+    "TTYIDLE",
+    "USERNAME",
+    "ZSH_EVAL_CONTEXT",
+    "ZSH_SUBSHELL",
+    "pipestatus",
+    "status",
+    "zsh_eval_context",
+    // mksh
+    "KSH_VERSION",
+    // dash
+    "OPTIND",
+];
 const REASON_DOCKER_NAME: &str =
     "not usable in a docker env-file (the name is empty, holds whitespace or '=', or starts with '#')";
 
@@ -266,6 +291,7 @@ fn check_name(format: Format, name: &str) -> Result<(), &'static str> {
     match format {
         Format::Dotenv if !is_shell_name(name) => Err(REASON_DOTENV_NAME),
         Format::Shell if !is_shell_name(name) => Err(REASON_SHELL_NAME),
+        Format::Shell if SHELL_SPECIAL.contains(&name) => Err(REASON_SHELL_SPECIAL),
         Format::Docker if !is_docker_name(name) => Err(REASON_DOCKER_NAME),
         _ => Ok(()),
     }
@@ -594,6 +620,98 @@ pub fn git_ignore_warning(path: &Path) -> Option<String> {
     ))
 }
 
+/// Where `--dotenv PATH` really goes, which decides how it is written.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// One of r4-run's own open descriptors, named through `/dev/stdout`, `/dev/fd/N` or
+    /// `/proc/self/fd/N` (possibly behind a symlink), as `--dotenv >(cmd)` or `--dotenv /dev/stdout`
+    /// give: written to that descriptor, as a shell redirection would, at its offset and with its
+    /// flags (a `>>` file is appended to).
+    Descriptor(std::os::fd::RawFd),
+    /// Something that exists and is not a regular file or a directory: a FIFO, a character device
+    /// (`/dev/null`, a terminal), a socket. There is no file to replace: it is opened and written.
+    Special,
+    /// A regular file, or nothing yet: written atomically (a temporary file, then a rename), 0600.
+    RegularFile,
+}
+
+/// Decides how `path` is written. A temporary file and a rename make sense only for a regular file:
+/// renaming over `/dev/stdout` (a symlink) would replace the link itself (as root, for the whole
+/// machine) and write nothing where the user looks.
+fn destination(path: &Path) -> Destination {
+    let mut hop = path.to_path_buf();
+    // Follow the chain of symlinks one link at a time, looking for a descriptor's name on the way
+    // (the last link, `/proc/self/fd/1`, points at the descriptor's file, which would lose its
+    // offset and flags if opened anew).
+    for _ in 0..40 {
+        if let Some(fd) = descriptor_named(&hop) {
+            if descriptor_writable(fd) {
+                return Destination::Descriptor(fd);
+            }
+        }
+        match fs::read_link(&hop) {
+            Ok(target) => {
+                hop = match hop.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => Destination::Special,
+        _ => Destination::RegularFile,
+    }
+}
+
+/// The descriptor that `path` names, if it is one of `/dev/stdin|stdout|stderr`, `/dev/fd/N`,
+/// `/proc/self/fd/N` or `/proc/<our pid>/fd/N`.
+fn descriptor_named(path: &Path) -> Option<std::os::fd::RawFd> {
+    let text = path.to_str()?;
+    match text {
+        "/dev/stdin" => return Some(0),
+        "/dev/stdout" => return Some(1),
+        "/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    let own = format!("/proc/{}/fd/", std::process::id());
+    let number = text
+        .strip_prefix("/dev/fd/")
+        .or_else(|| text.strip_prefix("/proc/self/fd/"))
+        .or_else(|| text.strip_prefix("/proc/thread-self/fd/"))
+        .or_else(|| text.strip_prefix(own.as_str()))?;
+    number.parse().ok()
+}
+
+/// Whether `fd` is open in r4-run for writing.
+fn descriptor_writable(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFL only reads the descriptor's flags; an fd that is not open gives -1 (EBADF).
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
+}
+
+/// Writes `bytes` to r4-run's open descriptor `fd`, through a duplicate so that nothing of ours
+/// closes it. Straight to the descriptor: std's stdout buffer is never freed, so a value copied into
+/// it would stay in our memory for the whole life of a child started next.
+fn write_to_descriptor(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::BorrowedFd;
+    let _stdout = (fd == libc::STDOUT_FILENO).then(|| io::stdout().lock());
+    // SAFETY: `fd` is open (checked by the caller, or stdout), and the borrow ends before this
+    // function returns, while r4-run keeps the descriptor open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    File::from(borrowed.try_clone_to_owned()?).write_all(bytes)
+}
+
+/// Opens a FIFO, device or socket that already exists and writes `bytes` to it.
+fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?
+        .write_all(bytes)
+}
+
 /// `--dotenv`: renders the selected variables and writes them to stdout or, atomically, to a file.
 pub fn write_selected(
     target: &DotenvTarget,
@@ -609,39 +727,61 @@ pub fn write_selected(
     drop(pairs);
     for skipped in &rendered.skipped {
         warn!(
-            "leaving {:?} out of the {format} output: {}",
-            skipped.name, skipped.reason
+            "leaving \"{}\" out of the {format} output: {}",
+            crate::report::shown(&skipped.name),
+            skipped.reason
         );
     }
     let written = selected.len() - rendered.skipped.len();
     match &target.dest {
         DotenvDest::Stdout => {
-            // Straight to the file descriptor: std's stdout buffer is never freed, so a value
-            // copied into it would stay in our memory for the whole life of a child started next.
-            let stdout = std::io::stdout();
-            let _lock = stdout.lock();
-            let fd = std::os::fd::AsFd::as_fd(&stdout).try_clone_to_owned();
-            fd.and_then(|fd| std::fs::File::from(fd).write_all(&rendered.bytes))
-                .map_err(|e| {
-                    Error::new(format!("cannot write the {format} output to stdout: {e}"))
-                        .hint("check where stdout goes (a closed pipe, a full disk)")
-                })?;
+            write_to_descriptor(libc::STDOUT_FILENO, &rendered.bytes).map_err(|e| {
+                Error::new(format!("cannot write the {format} output to stdout: {e}"))
+                    .hint("check where stdout goes (a closed pipe, a full disk)")
+            })?;
             verbose!(1, "wrote {written} variables to stdout as {format}");
         }
-        DotenvDest::File(path) => {
-            write_atomic(path, &rendered.bytes).map_err(|e| {
-                Error::new(format!("cannot write {}: {e}", path.display()))
-                    .hint("check that the directory exists and is writable; an earlier file there is unchanged")
-            })?;
-            verbose!(
-                1,
-                "wrote {written} variables to {} as {format} (mode 0600)",
-                path.display()
-            );
-            if let Some(warning) = git_ignore_warning(path) {
-                warn!("{warning}");
+        DotenvDest::File(path) => match destination(path) {
+            Destination::Descriptor(fd) => {
+                write_to_descriptor(fd, &rendered.bytes).map_err(|e| {
+                    Error::new(format!(
+                        "cannot write to {} (descriptor {fd}): {e}",
+                        path.display()
+                    ))
+                    .hint("check where that descriptor goes (a closed pipe, a full disk)")
+                })?;
+                verbose!(
+                    1,
+                    "wrote {written} variables to {} (descriptor {fd}) as {format}",
+                    path.display()
+                );
             }
-        }
+            Destination::Special => {
+                write_in_place(path, &rendered.bytes).map_err(|e| {
+                    Error::new(format!("cannot write to {}: {e}", path.display()))
+                        .hint("check that it can be opened for writing (a FIFO needs a reader)")
+                })?;
+                verbose!(
+                    1,
+                    "wrote {written} variables to {} (not a regular file: written in place) as {format}",
+                    path.display()
+                );
+            }
+            Destination::RegularFile => {
+                write_atomic(path, &rendered.bytes).map_err(|e| {
+                    Error::new(format!("cannot write {}: {e}", path.display()))
+                        .hint("check that the directory exists and is writable; an earlier file there is unchanged")
+                })?;
+                verbose!(
+                    1,
+                    "wrote {written} variables to {} as {format} (mode 0600)",
+                    path.display()
+                );
+                if let Some(warning) = git_ignore_warning(path) {
+                    warn!("{warning}");
+                }
+            }
+        },
     }
     Ok(())
 }
@@ -750,5 +890,30 @@ mod tests {
             );
             assert!(!e.hint().is_empty());
         }
+    }
+
+    #[test]
+    fn descriptors_are_recognised_by_name() {
+        assert_eq!(descriptor_named(Path::new("/dev/stdout")), Some(1));
+        assert_eq!(descriptor_named(Path::new("/dev/fd/63")), Some(63));
+        assert_eq!(descriptor_named(Path::new("/proc/self/fd/3")), Some(3));
+        let own = format!("/proc/{}/fd/7", std::process::id());
+        assert_eq!(descriptor_named(Path::new(&own)), Some(7));
+        assert_eq!(descriptor_named(Path::new("/proc/1/fd/7")), None);
+        assert_eq!(descriptor_named(Path::new("/dev/fd/x")), None);
+        assert_eq!(descriptor_named(Path::new(".env")), None);
+    }
+
+    #[test]
+    fn only_regular_files_are_written_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".env");
+        assert_eq!(destination(&file), Destination::RegularFile);
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(destination(&file), Destination::RegularFile);
+        assert_eq!(destination(Path::new("/dev/null")), Destination::Special);
+        let link = dir.path().join("null-link");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        assert_eq!(destination(&link), Destination::Special);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::api::Fetched;
 use crate::config::MergePolicy;
+use crate::report::shown;
 use crate::secret::SecretString;
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::ffi::{OsStr, OsString};
@@ -36,18 +37,24 @@ pub enum Notice {
 
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names come from the server (or the user): always shown escaped.
         match self {
             Self::BadName(n) => {
-                write!(f, "skipping the variable {n:?}: a name that is empty or holds '=' or NUL cannot be passed to a process")
+                write!(f, "skipping the variable \"{}\": a name that is empty or holds '=' or NUL cannot be passed to a process", shown(n))
             }
             Self::NulInValue(n) => {
-                write!(f, "skipping the variable {n}: its value holds a NUL byte, which an environment cannot carry")
+                write!(f, "skipping the variable {}: its value holds a NUL byte, which an environment cannot carry", shown(n))
             }
             Self::Encrypted(n) => write!(
                 f,
-                "the value of {n} is an end-to-end-encrypted envelope, not plaintext: the command gets ciphertext (read it with the R4 SDK or `r4 project env`)"
+                "the value of {} is an end-to-end-encrypted envelope, not plaintext: the command gets ciphertext (read it with the R4 SDK or `r4 project env`)",
+                shown(n)
             ),
-            Self::NotInProject(n) => write!(f, "--only names {n}, which the project does not have"),
+            Self::NotInProject(n) => write!(
+                f,
+                "--only names {}, which the project does not have",
+                shown(n)
+            ),
         }
     }
 }
@@ -142,7 +149,7 @@ pub fn merge<'a>(
                 crate::verbose!(
                     2,
                     "keeping the inherited {} (--preserve-env)",
-                    slot.key().to_string_lossy()
+                    shown(&slot.key().to_string_lossy())
                 );
                 slot.insert(EnvValue::Inherited(value));
             }
@@ -150,6 +157,95 @@ pub fn merge<'a>(
         }
     }
     env
+}
+
+/// What one exec may carry, as the kernel counts it (see `platform`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecLimits {
+    /// The most bytes of one `NAME=value` string, its NUL included (Linux: `MAX_ARG_STRLEN`,
+    /// 32 pages). `None` where the system has no such limit of its own.
+    pub per_string: Option<usize>,
+    /// The most bytes of every argument and environment string, NULs and pointers included
+    /// (`ARG_MAX`).
+    pub total: Option<usize>,
+}
+
+/// Why the command could not be started with this environment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TooBig {
+    Variable {
+        name: String,
+        bytes: usize,
+        limit: usize,
+    },
+    Total {
+        bytes: usize,
+        limit: usize,
+    },
+}
+
+impl fmt::Display for TooBig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Variable { name, bytes, limit } => write!(
+                f,
+                "the variable {} is {bytes} bytes, more than the {limit} bytes ({} KiB) this system can pass in one environment variable",
+                shown(name),
+                limit / 1024
+            ),
+            Self::Total { bytes, limit } => write!(
+                f,
+                "the command's environment and arguments come to {bytes} bytes, more than the {limit} bytes ({} KiB) this system can pass to a program (ARG_MAX)",
+                limit / 1024
+            ),
+        }
+    }
+}
+
+impl TooBig {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::Variable { .. } => "the command cannot be started with it: leave it out with --only NAMES,\nor hand it over in a file instead (--dotenv PATH)",
+            Self::Total { .. } => "pass fewer variables (--only NAMES), start from nothing inherited (--pristine),\nor hand them over in a file instead (--dotenv PATH)",
+        }
+    }
+}
+
+/// Checks, before anything is started, that the kernel will take `env` and `argv` in one exec:
+/// past its limits exec fails with E2BIG, which would otherwise surface as a confusing 126.
+pub fn check_exec_limits<'s>(
+    env: &ChildEnv<'_>,
+    argv: impl IntoIterator<Item = &'s OsStr>,
+    limits: ExecLimits,
+) -> Result<(), TooBig> {
+    let pointer = std::mem::size_of::<usize>();
+    let mut total = 0usize;
+    for (name, value) in env {
+        // `NAME=value` and its NUL.
+        let bytes = name.len() + 1 + value.as_os_str().len() + 1;
+        if let Some(limit) = limits.per_string {
+            if bytes > limit {
+                return Err(TooBig::Variable {
+                    name: name.to_string_lossy().into_owned(),
+                    bytes,
+                    limit,
+                });
+            }
+        }
+        total += bytes + pointer;
+    }
+    for arg in argv {
+        total += arg.len() + 1 + pointer;
+    }
+    // The two NULL pointers that end argv and envp.
+    total += 2 * pointer;
+    match limits.total {
+        Some(limit) if total > limit => Err(TooBig::Total {
+            bytes: total,
+            limit,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A v3 end-to-end envelope is a JSON object like `{"v":3,"iv":…,"t":…,"d":…}`. The cheap textual
@@ -300,5 +396,46 @@ mod tests {
         let f = fetched(&[("E", r#" {"v":3,"iv":"a","t":"b","d":"c"} "#)]);
         let (_, notices) = select(&f, &MergePolicy::default());
         assert_eq!(notices, [Notice::Encrypted("E".into())]);
+    }
+
+    #[test]
+    fn exec_limits_name_the_variable_that_does_not_fit() {
+        let big = "x".repeat(200);
+        let f = fetched(&[("BIG", &big), ("SMALL", "1")]);
+        let policy = MergePolicy {
+            pristine: true,
+            ..Default::default()
+        };
+        let (sel, _) = select(&f, &policy);
+        let env = merge(inherited(), sel, &policy);
+        let argv = [OsStr::new("true")];
+        let fits = ExecLimits {
+            per_string: Some(204),
+            total: Some(1000),
+        };
+        assert_eq!(check_exec_limits(&env, argv, fits), Ok(()));
+        let tight = ExecLimits {
+            per_string: Some(203),
+            total: None,
+        };
+        let e = check_exec_limits(&env, argv, tight).unwrap_err();
+        assert_eq!(
+            e,
+            TooBig::Variable {
+                name: "BIG".into(),
+                bytes: 204,
+                limit: 203
+            }
+        );
+        assert!(!e.to_string().contains(&big));
+        let small_total = ExecLimits {
+            per_string: None,
+            total: Some(200),
+        };
+        assert!(matches!(
+            check_exec_limits(&env, argv, small_total),
+            Err(TooBig::Total { .. })
+        ));
+        assert_eq!(check_exec_limits(&env, argv, ExecLimits::default()), Ok(()));
     }
 }

@@ -28,6 +28,17 @@ impl Error {
         self
     }
 
+    /// Adds a line to the hint (or starts one).
+    #[must_use]
+    pub fn add_hint(mut self, more: impl Into<String>) -> Self {
+        let more = more.into();
+        self.hint = Some(match self.hint.take() {
+            Some(hint) => format!("{hint}\n{more}"),
+            None => more,
+        });
+        self
+    }
+
     /// Marks a failure that says nothing about the key or the project (unreachable, timed out,
     /// rate-limited, a 5xx): trying again later may work, and a fallback file may stand in.
     #[must_use]

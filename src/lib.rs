@@ -12,6 +12,7 @@ pub mod error;
 pub mod exit;
 pub mod fallback;
 pub mod hardening;
+pub mod platform;
 pub mod report;
 pub mod secret;
 pub mod signals;
@@ -33,9 +34,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
         Ok(args) => args,
         Err(e) => return usage_outcome(e),
     };
+    // Words that look like options after the command's name, for the hint of a config error.
+    let after_command: Vec<String> = args
+        .command
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .filter(|a| a.starts_with('-'))
+        .map(str::to_owned)
+        .collect();
     let config = match Config::from_args(args, |name| std::env::var_os(name)) {
         Ok(config) => config,
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return Outcome::Failed(with_misplaced_options(e, &after_command)),
     };
     report::set_verbosity(config.verbosity);
     // The key is in `config` now; the copy the kernel put in our environment block goes.
@@ -61,7 +71,11 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         fetched.len()
     );
     if report::verbosity() >= 2 {
-        let names: Vec<&str> = fetched.vars.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<String> = fetched
+            .vars
+            .iter()
+            .map(|(n, _)| report::shown(n).to_string())
+            .collect();
         verbose!(2, "names: {}", names.join(", "));
     }
 
@@ -92,6 +106,17 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         return Err(Outcome::ChildKilled(signal));
     }
     let child_env = env::merge(std::env::vars_os(), selected, &config.merge);
+    let argv = std::iter::once(command.program.as_os_str())
+        .chain(command.args.iter().map(|a| a.as_os_str()));
+    let limits = env::ExecLimits {
+        per_string: platform::max_exec_string(),
+        total: platform::max_exec_total(),
+    };
+    if let Err(too_big) = env::check_exec_limits(&child_env, argv, limits) {
+        return Err(Outcome::Failed(
+            Error::new(too_big.to_string()).hint(too_big.hint()),
+        ));
+    }
     if config.exec {
         // Returns only if exec failed; on success this image, secrets and all, is gone.
         return Err(supervise::exec(command, child_env));
@@ -108,6 +133,19 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     // After the spawn, so the child's own core-dump limit stays as it was.
     hardening::forbid_core_dumps();
     Ok(supervise::supervise(child, mode))
+}
+
+/// A configuration error, with a note when some of r4-run's own options came after the command's
+/// name (and so went to the command).
+fn with_misplaced_options(e: Error, after_command: &[String]) -> Error {
+    let misplaced = cli::own_options_in(after_command);
+    if misplaced.is_empty() {
+        return e;
+    }
+    e.add_hint(format!(
+        "note: {} came after the command's name, so it was passed to the command, not to r4-run;\nput r4-run's options first and the command after '--': r4-run -p ID -- COMMAND ARGS",
+        misplaced.join(" ")
+    ))
 }
 
 /// A usage error from clap becomes a 125 in the contract's message format; `--help` and

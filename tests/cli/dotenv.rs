@@ -180,3 +180,135 @@ async fn format_without_dotenv_is_a_usage_error() {
         .await
         .assert_failed_with("--dotenv");
 }
+
+#[tokio::test]
+async fn through_a_symlink_to_stdout_the_variables_go_to_stdout() {
+    let server = server_with(&[("A", "1"), ("B", "two words")]).await;
+    let run = r4_run().against(&server.uri());
+    let link = run.tempdir().join("out.env");
+    std::os::unix::fs::symlink("/dev/stdout", &link).unwrap();
+    let ran = run.arg("--dotenv").arg(&link).run_async().await;
+    ran.assert_code(0);
+    assert_eq!(ran.stdout(), "A=1\nB='two words'\n");
+    // The link is still a link: nothing was renamed over it.
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[tokio::test]
+async fn a_descriptor_path_is_written_to_the_descriptor() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    // As `--dotenv >(cmd)` gives: /dev/fd/N, N a pipe r4-run inherited.
+    let server = server_with(&[("A", "1")]).await;
+    let mut cmd = r4_run()
+        .against(&server.uri())
+        .args(["--dotenv", "/dev/fd/3", "--format", "json"])
+        .command_to_start();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let raw = writer.as_raw_fd();
+    // SAFETY: between fork and exec, only dup2 (async-signal-safe) onto descriptor 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    drop(writer);
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let mut got = String::new();
+    reader.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "{\"A\":\"1\"}\n");
+}
+
+#[tokio::test]
+async fn a_fifo_is_written_in_place() {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let server = server_with(&[("A", "1")]).await;
+    let run = r4_run().against(&server.uri());
+    let fifo = run.tempdir().join("env.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // Read and write ends held by the test, non-blocking: opening never waits, and what r4-run
+    // writes waits in the pipe until read below.
+    let mut end = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let ran = run.arg("--dotenv").arg(&fifo).run_async().await;
+    ran.assert_code(0);
+    let mut got = [0u8; 64];
+    let n = end.read(&mut got).unwrap_or(0);
+    assert_eq!(&got[..n], b"A=1\n");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[tokio::test]
+async fn a_link_to_a_device_is_written_through_not_replaced() {
+    let server = server_with(&[("A", "1")]).await;
+    let run = r4_run().against(&server.uri());
+    let link = run.tempdir().join("null.env");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    let ran = run.arg("--dotenv").arg(&link).run_async().await;
+    ran.assert_code(0);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[tokio::test]
+async fn the_shell_format_skips_names_a_shell_keeps_read_only() {
+    let server = server_with(&[
+        ("UID", "1000"),
+        ("PPID", "1"),
+        ("SHELLOPTS", "x"),
+        ("EUID", "0"),
+        ("AFTER", "kept"),
+    ])
+    .await;
+    let ran = r4_run()
+        .against(&server.uri())
+        .args(["--dotenv", "-", "--format", "shell"])
+        .run_async()
+        .await;
+    ran.assert_code(0);
+    let err = ran.stderr();
+    for name in ["UID", "PPID", "SHELLOPTS", "EUID"] {
+        assert!(
+            err.contains(&format!("leaving \"{name}\" out of the shell output")),
+            "{err}"
+        );
+    }
+    // `bash --posix` aborts the whole eval at a read-only name; every shell reads the rest.
+    for shell in [&["bash", "--posix"][..], &["bash"], &["sh"]] {
+        let out = std::process::Command::new(shell[0])
+            .args(&shell[1..])
+            .args(["-c", "eval \"$R4_OUT\"; printf %s \"$AFTER\""])
+            .env("R4_OUT", ran.stdout())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "kept", "{shell:?}");
+        assert!(out.stderr.is_empty(), "{shell:?}: {:?}", out.stderr);
+    }
+}

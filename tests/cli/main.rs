@@ -8,4 +8,5 @@ mod fallback;
 mod faults;
 mod hygiene;
 mod run;
+mod settings;
 mod signals;

@@ -402,3 +402,64 @@ async fn unpassable_variables_are_skipped_by_name_and_envelopes_flagged() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_value_too_big_for_exec_is_refused_by_name_before_starting() {
+    // Linux takes at most 32 pages (128 KiB with 4 KiB pages) in one environment string.
+    let big = "v".repeat(200 * 1024);
+    let server = server_with(&[("HUGE_CERT", &big), ("SMALL", "1")]).await;
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    ran.assert_failed_with("the variable HUGE_CERT is 204811 bytes, more than the");
+    assert!(!ran.stderr().contains("vvvvvvvv"));
+    // --only leaves it out, and then the command starts.
+    let ran = r4_run()
+        .against(&server.uri())
+        .args(["--only", "SMALL"])
+        .probe()
+        .run_async()
+        .await;
+    ran.assert_code(0);
+    assert_eq!(ran.child_env()["SMALL"], "1");
+}
+
+#[tokio::test]
+async fn too_much_in_total_for_exec_is_refused_before_starting() {
+    // 100 values of 100 KiB each fit one by one, but not together (ARG_MAX is at most 6 MiB).
+    let value = "w".repeat(100 * 1024);
+    let owned: Vec<(String, &str)> = (0..100)
+        .map(|i| (format!("PART_{i:03}"), value.as_str()))
+        .collect();
+    let vars: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let server = server_with(&vars).await;
+    r4_run()
+        .against(&server.uri())
+        .probe()
+        .run_async()
+        .await
+        .assert_failed_with("more than the");
+}
+
+#[tokio::test]
+async fn names_from_the_server_cannot_drive_the_terminal() {
+    // A name holding "cursor up, erase line, carriage return" would rewrite the user's screen.
+    let evil = "EVIL\u{1b}[1A\u{1b}[2K\rX=";
+    let server = server_with(&[(evil, "1"), ("OK", "2")]).await;
+    let ran = r4_run()
+        .against(&server.uri())
+        .args(["-vv", "--only", "OK,MISSING\u{1b}[2J"])
+        .probe()
+        .run_async()
+        .await;
+    ran.assert_code(0);
+    let err = ran.stderr();
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    assert!(err.contains("EVIL\\u{1b}[1A\\u{1b}[2K\\rX="), "{err}");
+    assert!(err.contains("MISSING\\u{1b}[2J"), "{err}");
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    let err = ran.stderr();
+    assert!(
+        err.contains("skipping the variable \"EVIL\\u{1b}[1A\\u{1b}[2K\\rX=\""),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
