@@ -16,6 +16,7 @@ Examples:
   r4-run -p my-project --only DATABASE_URL,REDIS_URL -- python manage.py migrate
   r4-run -p my-project --dotenv .env                     write a .env file and exit
   eval \"$(r4-run -p my-project --dotenv - --format shell)\"
+  r4-run -p my-project --command 'psql \"$DATABASE_URL\" < schema.sql'
 
 The API key is read from R4_API_KEY or from --api-key-file / R4_API_KEY_FILE, never from argv.
 Neither reaches the command. Exit status: the command's own; 128+N if signal N killed it;
@@ -98,9 +99,32 @@ pub struct Args {
     #[arg(long)]
     pub exec: bool,
 
+    /// Run STRING with /bin/sh -c, instead of COMMAND ARGS after '--'
+    #[arg(long = "command", value_name = "STRING", conflicts_with = "command")]
+    pub shell_command: Option<OsString>,
+
+    /// Print a man page or a shell completion script to stdout and exit (needs no key)
+    #[arg(long, value_name = "KIND", value_enum, exclusive = true)]
+    pub generate: Option<GenerateKind>,
+
     /// The command to run and its arguments, passed untouched (no shell)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateKind {
+    /// a man page (roff): r4-run --generate man > r4-run.1
+    Man,
+    /// bash completions
+    CompleteBash,
+    /// zsh completions
+    CompleteZsh,
+    /// fish completions
+    CompleteFish,
+    /// PowerShell completions
+    CompletePowershell,
 }
 
 /// Which of `tokens` (the words after the command's name) are r4-run's own options: a user who

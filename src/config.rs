@@ -85,11 +85,25 @@ impl Config {
         } else {
             args.verbose.min(3) as i8
         };
-        let mut command = args.command.into_iter();
-        let command = command.next().map(|program| CommandLine {
-            program,
-            args: command.collect(),
-        });
+        let command = match args.shell_command {
+            // `--command STRING`: the shell POSIX guarantees, at the path it guarantees.
+            Some(script) if script.is_empty() => {
+                return Err(Error::new("--command is an empty string").hint(
+                    "give the shell command to run: --command 'npm run migrate && npm start'",
+                ))
+            }
+            Some(script) => Some(CommandLine {
+                program: OsString::from("/bin/sh"),
+                args: vec![OsString::from("-c"), script],
+            }),
+            None => {
+                let mut words = args.command.into_iter();
+                words.next().map(|program| CommandLine {
+                    program,
+                    args: words.collect(),
+                })
+            }
+        };
         let dotenv = args.dotenv.map(|path| DotenvTarget {
             dest: if path.as_os_str() == "-" {
                 DotenvDest::Stdout
@@ -491,6 +505,8 @@ mod tests {
             quiet: false,
             subreaper: false,
             exec: false,
+            shell_command: None,
+            generate: None,
             command: vec!["true".into()],
         };
         let cfg =

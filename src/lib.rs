@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod exit;
 pub mod fallback;
+pub mod generate;
 pub mod hardening;
 pub mod platform;
 pub mod report;
@@ -34,6 +35,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
         Ok(args) => args,
         Err(e) => return usage_outcome(e),
     };
+    if let Some(kind) = args.generate {
+        return match generate::print(kind) {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(
+                Error::new(format!("cannot write to stdout: {e}"))
+                    .hint("redirect it to a file: r4-run --generate man > r4-run.1"),
+            ),
+        };
+    }
     // Words that look like options after the command's name, for the hint of a config error.
     let after_command: Vec<String> = args
         .command

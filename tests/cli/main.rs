@@ -9,4 +9,5 @@ mod faults;
 mod hygiene;
 mod run;
 mod settings;
+mod shells;
 mod signals;
