@@ -410,12 +410,13 @@ mod tests {
         let env = merge(inherited(), sel, &policy);
         let argv = [OsStr::new("true")];
         let fits = ExecLimits {
-            per_string: Some(204),
+            // "BIG=" + 200 bytes + NUL
+            per_string: Some(205),
             total: Some(1000),
         };
         assert_eq!(check_exec_limits(&env, argv, fits), Ok(()));
         let tight = ExecLimits {
-            per_string: Some(203),
+            per_string: Some(204),
             total: None,
         };
         let e = check_exec_limits(&env, argv, tight).unwrap_err();
@@ -423,8 +424,8 @@ mod tests {
             e,
             TooBig::Variable {
                 name: "BIG".into(),
-                bytes: 204,
-                limit: 203
+                bytes: 205,
+                limit: 204
             }
         );
         assert!(!e.to_string().contains(&big));
