@@ -1,44 +1,24 @@
-//! The project's own emulator of the Machine API, started as a process for a test.
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
+//! The project's own emulator of the Machine API (the `r4-emulator` package of this workspace),
+//! serving from a thread of the test's own process: nothing to build or start first, and nothing
+//! left behind when a test ends, however it ends.
 
 pub struct Emulator {
-    child: Child,
-    // Held open: the emulator exits when its stdin closes, so it never outlives the test.
-    _stdin: ChildStdin,
+    /// `http://127.0.0.1:PORT`
     pub url: String,
+    // Stops the server when dropped.
+    _server: r4_emulator::Emulator,
 }
 
 impl Emulator {
-    /// Serves `data` (the emulator's JSON schema, see docs/emulator.md) with `extra` arguments.
+    /// Serves `data` (the emulator's JSON schema, see docs/emulator.md) with `extra` flags of the
+    /// emulator's command line (`--rate-limit`, `--daily-limit`, `--log`).
     pub fn start(data: &serde_json::Value, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.json");
-        std::fs::write(&path, serde_json::to_vec(data).unwrap()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_r4-emulator"))
-            .arg("--data")
-            .arg(&path)
-            .arg("--exit-on-stdin-eof")
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("r4-emulator starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("the listening line")
-            .to_owned();
-        let stdin = child.stdin.take().unwrap();
+        let options = r4_emulator::Options::from_flags(extra).expect("valid emulator flags");
+        let server = r4_emulator::Emulator::start(&serde_json::to_vec(data).unwrap(), options)
+            .expect("the emulator starts");
         Emulator {
-            child,
-            _stdin: stdin,
-            url,
+            url: server.url().to_owned(),
+            _server: server,
         }
     }
 
@@ -55,12 +35,5 @@ impl Emulator {
             }),
             extra,
         )
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -9,32 +9,36 @@
 //! until it is killed (SIGTERM, SIGINT), or until stdin reaches end of file with
 //! `--exit-on-stdin-eof`. Single-threaded; every success answer is serialized once at load time.
 //!
+//! A library with a thin binary (`src/main.rs` calls [`main`]), so that a test can also serve from
+//! its own process: [`Emulator`] runs the same server on a thread of its own.
+//!
 //! Modules: [`cli`] the command line, [`data`] the data file (its schema is documented there),
-//! [`auth`] keys and rate limits, [`routes`] routing and handlers, [`errors`] the error envelope.
-//! See docs/emulator.md.
+//! [`auth`] keys and rate limits, [`routes`] routing and handlers, [`errors`] the error envelope,
+//! [`server`] the HTTP server and [`Emulator`]. See docs/emulator.md.
 
 mod auth;
 mod cli;
 mod data;
 mod errors;
 mod routes;
+mod server;
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::cli::Cli;
 use crate::data::Data;
 use crate::routes::State;
 
-fn main() -> ExitCode {
+pub use crate::auth::Limit;
+pub use crate::data::{DEMO_KEY, DEMO_PROJECT};
+pub use crate::server::{Emulator, Options};
+
+/// The `r4-emulator` command: exit status 0 when stdin ends (`--exit-on-stdin-eof`), 2 on any error.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,14 +60,7 @@ fn run(cli: Cli) -> Result<(), String> {
         None => Data::demo(),
     };
 
-    let listener = std::net::TcpListener::bind(cli.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot set up the listening socket: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let (listener, addr) = server::bind(cli.listen)?;
 
     if cli.demo {
         eprintln!("r4-emulator: demo mode (not for real secrets)");
@@ -90,11 +87,7 @@ fn run(cli: Cli) -> Result<(), String> {
         cli.log,
     ));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = server::runtime()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(|e| format!("cannot set up the listening socket: {e}"))?;
@@ -105,33 +98,7 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("cannot write to stdout: {e}"))?;
         drop(stdout);
 
-        serve(listener, state).await;
+        server::serve(listener, state).await;
         Ok(())
     })
-}
-
-async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically EMFILE under load: wait a little instead of spinning.
-                if state.log {
-                    eprintln!("r4-emulator: accept failed: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service =
-                service_fn(move |req| std::future::ready(Ok::<_, Infallible>(state.handle(&req))));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }
