@@ -16,7 +16,7 @@ struct Emulator {
 
 impl Emulator {
     fn start(args: &[&str]) -> Emulator {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_r4-emulator"))
+        let mut child = Command::new(emulator_bin())
             .args(args)
             .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
@@ -259,7 +259,7 @@ fn bad_data_file_and_remote_listen_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.json");
     std::fs::write(&path, r#"{"keys":[{"key":"no-dot"}]}"#).unwrap();
-    let exe = env!("CARGO_BIN_EXE_r4-emulator");
+    let exe = &emulator_bin();
     let out = Command::new(exe)
         .args(["--data", path.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -282,4 +282,19 @@ fn exits_on_stdin_eof() {
     drop(emu.child.stdin.take());
     let status = emu.child.wait().unwrap();
     assert!(status.success());
+}
+
+/// The emulator binary under test (see the root package's tests/cli/support/mod.rs `bin` for why
+/// the compile-time name may be missing).
+fn emulator_bin() -> std::path::PathBuf {
+    option_env!("CARGO_BIN_EXE_r4-emulator")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_BIN_EXE_r4-emulator").map(Into::into))
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            exe.parent()
+                .and_then(std::path::Path::parent)
+                .unwrap()
+                .join("r4-emulator")
+        })
 }

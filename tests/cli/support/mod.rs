@@ -21,8 +21,21 @@ pub const KEY: &str = "rk_test123.s3cretKeyPart-9f8e7d";
 pub const KEY_SECRET_PART: &str = "s3cretKeyPart-9f8e7d";
 pub const PROJECT: &str = "507f1f77bcf86cd799439014";
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_r4-run")
+/// The r4-run binary under test. Cargo names it at compile time and, for the test run, in the
+/// environment; the compile-time name is missing when a POSIX `sh` rustc wrapper (.cargo/config.toml)
+/// dropped `CARGO_BIN_EXE_r4-run` (a '-' makes it no shell variable), hence the fallbacks.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        option_env!("CARGO_BIN_EXE_r4-run")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("CARGO_BIN_EXE_r4-run").map(PathBuf::from))
+            .unwrap_or_else(|| {
+                // target/debug/deps/cli-HASH → target/debug/r4-run
+                let exe = std::env::current_exe().expect("the test binary's path");
+                exe.parent().and_then(Path::parent).unwrap().join("r4-run")
+            })
+    })
 }
 
 /// An r4-run invocation under construction. Starts from an empty environment plus PATH, so each
