@@ -3,9 +3,12 @@
 //! Everything a user can get wrong on the command line is caught here, before any network or process
 //! work, and reported with what to do.
 
+use crate::api;
 use crate::cli::{Args, FormatArg};
-use crate::dotenv::Format;
+use crate::dotenv::{self, Format};
+use crate::env::MergePolicy;
 use crate::error::{Error, Result};
+use crate::fallback;
 use crate::secret::{ApiKey, SecretString};
 use reqwest::Url;
 use std::ffi::OsString;
@@ -30,44 +33,14 @@ pub struct Config {
     pub key_source: String,
     pub timeout: Duration,
     pub merge: MergePolicy,
-    pub dotenv: Option<DotenvTarget>,
-    pub fallback: Option<FallbackFile>,
+    pub dotenv: Option<dotenv::Target>,
+    pub fallback: Option<fallback::Options>,
     pub command: Option<CommandLine>,
     pub verbosity: i8,
     /// `--subreaper`: reap orphaned descendants as PID 1 would.
     pub subreaper: bool,
     /// `--exec`: replace r4-run by the command instead of supervising it.
     pub exec: bool,
-}
-
-/// How fetched variables are filtered, renamed and combined with the inherited environment.
-#[derive(Debug, Clone, Default)]
-pub struct MergePolicy {
-    pub preserve_env: bool,
-    pub pristine: bool,
-    pub only: Option<Vec<String>>,
-    pub prefix: Option<String>,
-}
-
-#[derive(Debug)]
-pub struct DotenvTarget {
-    pub dest: DotenvDest,
-    pub format: Format,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum DotenvDest {
-    Stdout,
-    File(PathBuf),
-}
-
-/// `--fallback PATH` and its companions.
-#[derive(Debug)]
-pub struct FallbackFile {
-    pub path: PathBuf,
-    pub max_age: Option<Duration>,
-    /// `--fallback-only`: never contact the API.
-    pub only: bool,
 }
 
 #[derive(Debug)]
@@ -104,11 +77,11 @@ impl Config {
                 })
             }
         };
-        let dotenv = args.dotenv.map(|path| DotenvTarget {
+        let dotenv = args.dotenv.map(|path| dotenv::Target {
             dest: if path.as_os_str() == "-" {
-                DotenvDest::Stdout
+                dotenv::Dest::Stdout
             } else {
-                DotenvDest::File(path)
+                dotenv::Dest::File(path)
             },
             format: match args.format.unwrap_or(FormatArg::Dotenv) {
                 FormatArg::Dotenv => Format::Dotenv,
@@ -180,12 +153,12 @@ impl Config {
         }
 
         let fallback = match args.fallback {
-            Some(path) => Some(FallbackFile {
+            Some(path) => Some(fallback::Options {
                 path,
                 max_age: args
                     .fallback_max_age
                     .as_deref()
-                    .map(crate::fallback::parse_max_age)
+                    .map(fallback::parse_max_age)
                     .transpose()?,
                 only: args.fallback_only,
             }),
@@ -194,8 +167,8 @@ impl Config {
 
         if let (
             Some(fb),
-            Some(DotenvTarget {
-                dest: DotenvDest::File(out),
+            Some(dotenv::Target {
+                dest: dotenv::Dest::File(out),
                 ..
             }),
         ) = (&fallback, &dotenv)
@@ -237,6 +210,17 @@ impl Config {
             subreaper: subreaper && !args.exec,
             exec: args.exec,
         })
+    }
+
+    /// The fetch as the API client takes it.
+    pub fn request(&self) -> api::Request<'_> {
+        api::Request {
+            url: self.env_url(),
+            key: &self.key,
+            project: &self.project,
+            timeout: self.timeout,
+            give_up_when_unreachable: false,
+        }
     }
 
     /// `{base}/vault/env/{projectId}`, the project id encoded as one path segment.

@@ -20,9 +20,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use crate::config::{DotenvDest, DotenvTarget};
 use crate::env::Selected;
 use crate::{verbose, warn};
+
+/// `--dotenv PATH|-` with its `--format`.
+#[derive(Debug)]
+pub struct Target {
+    pub dest: Dest,
+    pub format: Format,
+}
+
+/// Where `--dotenv` writes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dest {
+    Stdout,
+    File(PathBuf),
+}
 
 /// An output format for `--dotenv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -714,7 +727,7 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// `--dotenv`: renders the selected variables and writes them to stdout or, atomically, to a file.
 pub fn write_selected(
-    target: &DotenvTarget,
+    target: &Target,
     selected: &[Selected<'_>],
 ) -> Result<(), crate::error::Error> {
     use crate::error::Error;
@@ -734,14 +747,14 @@ pub fn write_selected(
     }
     let written = selected.len() - rendered.skipped.len();
     match &target.dest {
-        DotenvDest::Stdout => {
+        Dest::Stdout => {
             write_to_descriptor(libc::STDOUT_FILENO, &rendered.bytes).map_err(|e| {
                 Error::new(format!("cannot write the {format} output to stdout: {e}"))
                     .hint("check where stdout goes (a closed pipe, a full disk)")
             })?;
             verbose!(1, "wrote {written} variables to stdout as {format}");
         }
-        DotenvDest::File(path) => match destination(path) {
+        Dest::File(path) => match destination(path) {
             Destination::Descriptor(fd) => {
                 write_to_descriptor(fd, &rendered.bytes).map_err(|e| {
                     Error::new(format!(

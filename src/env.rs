@@ -5,12 +5,24 @@
 //! the ones the operating system interface forces (see docs/security.md).
 
 use crate::api::Fetched;
-use crate::config::MergePolicy;
 use crate::report::shown;
 use crate::secret::SecretString;
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+
+/// How fetched variables are filtered, renamed and combined with the inherited environment.
+#[derive(Debug, Clone, Default)]
+pub struct MergePolicy {
+    /// `--preserve-env`: an inherited variable keeps its value.
+    pub preserve_env: bool,
+    /// `--pristine`: nothing inherited.
+    pub pristine: bool,
+    /// `--only`: these names alone.
+    pub only: Option<Vec<String>>,
+    /// `--prefix`: each name as `PREFIX_NAME`.
+    pub prefix: Option<String>,
+}
 
 /// Variables that configure r4-run itself and must never reach the child.
 pub const OWN_VARIABLES: [&str; 2] = ["R4_API_KEY", "R4_API_KEY_FILE"];

@@ -17,8 +17,7 @@
 //! variable `name_len: u32, name, value_len: u32, value`. Any change to any byte makes the file fail
 //! to open as a whole: never a half-read environment.
 
-use crate::api::Fetched;
-use crate::config::{Config, FallbackFile};
+use crate::api::{Fetched, Request};
 use crate::error::{Error, Result};
 use crate::secret::{ApiKey, SecretString};
 use crate::{verbose, warn};
@@ -26,7 +25,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_L
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
@@ -88,19 +87,22 @@ pub fn save(
     })
 }
 
+/// `--fallback PATH` and its companions.
+#[derive(Debug)]
+pub struct Options {
+    pub path: PathBuf,
+    /// `--fallback-max-age`: refuse an older file.
+    pub max_age: Option<Duration>,
+    /// `--fallback-only`: never contact the API.
+    pub only: bool,
+}
+
 /// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
 /// instead when the API cannot be reached (never when it answered that the key or project is wrong).
-pub fn fetch_or_fall_back(config: &Config) -> Result<Fetched> {
-    let load = |fb: &FallbackFile| {
-        load(
-            &fb.path,
-            &config.key,
-            &config.project,
-            fb.max_age,
-            std::time::SystemTime::now(),
-        )
-    };
-    let fb = match &config.fallback {
+pub fn fetch_or_fall_back(mut request: Request<'_>, fallback: Option<&Options>) -> Result<Fetched> {
+    let (key, project) = (request.key, request.project);
+    let load = |fb: &Options| load(&fb.path, key, project, fb.max_age, SystemTime::now());
+    let fb = match fallback {
         Some(fb) if fb.only => {
             let loaded = load(fb)?;
             verbose!(
@@ -113,22 +115,12 @@ pub fn fetch_or_fall_back(config: &Config) -> Result<Fetched> {
         }
         other => other,
     };
-    let fetched = crate::api::fetch_env(&crate::api::Request {
-        url: config.env_url(),
-        key: &config.key,
-        project: &config.project,
-        timeout: config.timeout,
-        give_up_when_unreachable: fb.as_ref().is_some_and(|fb| fb.path.exists()),
-    });
+    // With a file to fall back on, a fleet whose API is down starts from it at once.
+    request.give_up_when_unreachable = fb.is_some_and(|fb| fb.path.exists());
+    let fetched = crate::api::fetch_env(&request);
     match (fetched, fb) {
         (Ok(fetched), Some(fb)) => {
-            match save(
-                &fb.path,
-                &config.key,
-                &config.project,
-                &fetched,
-                std::time::SystemTime::now(),
-            ) {
+            match save(&fb.path, key, project, &fetched, SystemTime::now()) {
                 Ok(()) => verbose!(1, "saved the fallback file {}", fb.path.display()),
                 Err(e) => warn!("{e}; the run goes on without refreshing it"),
             }

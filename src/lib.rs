@@ -66,7 +66,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
 }
 
 fn run_config(config: Config) -> Result<Outcome, Outcome> {
-    let fetched = match fallback::fetch_or_fall_back(&config) {
+    let fetched = match fallback::fetch_or_fall_back(config.request(), config.fallback.as_ref()) {
         Ok(fetched) => fetched,
         // A TERM, INT, HUP or QUIT during the fetch ends the run as that signal would have.
         Err(e) => match signals::block().take_pending_before_spawn() {
