@@ -186,13 +186,16 @@ pub fn status_error(
     body: &[u8],
 ) -> Error {
     debug_assert!(!status.is_success());
-    // Server text is shown, but a server (or a proxy) that echoes the key must not make us print it.
-    let safe = |text: &str| redact_key(&printable(text), req);
+    // Server text is shown, but a server (or a proxy) that echoes the key must not make us print it:
+    // the key comes out of the whole text before anything is cut, so no cut can leave a piece of it.
+    let secret = req.key.expose_secret_part();
+    let cut = body.len() >= super::MAX_ERROR_BODY_BYTES;
+    let safe = |text: &str| printable(&redact_secret(text, secret, false));
     let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) else {
         return Error::new(format!(
             "the server answered {status} with a body that is not the R4 API's JSON ({}{})",
             shown_content_type(content_type),
-            redact_key(&excerpt(body), req)
+            excerpt(body, secret, cut)
         ))
         .hint("check --base-url / R4_BASE_URL and any proxy between here and R4");
     };
@@ -227,13 +230,23 @@ pub fn status_error(
     }
 }
 
-/// `text` with the key's secret part replaced by `…`.
-fn redact_key(text: &str, req: &Request<'_>) -> String {
-    let secret = req.key.expose_secret_part();
-    if secret.is_empty() || !text.contains(secret) {
+/// `text` with every occurrence of `secret` replaced by `…`. When `cut` (the text is a prefix of
+/// something longer), a trailing beginning of `secret` goes too: the cut may have fallen inside it.
+fn redact_secret(text: &str, secret: &str, cut: bool) -> String {
+    if secret.is_empty() {
         return text.to_owned();
     }
-    text.replace(secret, "…")
+    let mut out = text.replace(secret, "…");
+    if cut {
+        if let Some(len) = (1..secret.len())
+            .rev()
+            .find(|&len| out.ends_with(&secret[..len]))
+        {
+            out.truncate(out.len() - len);
+            out.push('…');
+        }
+    }
+    out
 }
 
 pub fn shown_content_type(content_type: &str) -> String {
@@ -244,13 +257,14 @@ pub fn shown_content_type(content_type: &str) -> String {
     }
 }
 
-/// The first bytes of an error body, made safe to print: control characters dropped, at most 80
-/// characters. Only ever used for non-2xx answers, which carry no secret values.
-fn excerpt(body: &[u8]) -> String {
+/// The first characters of an error body, made safe to print: the key's secret part taken out of
+/// the whole body first, then control characters dropped, at most 80 characters. Only ever used for
+/// non-2xx answers, which carry no secret values. `cut`: the body is a prefix of a longer one.
+fn excerpt(body: &[u8], secret: &str, cut: bool) -> String {
     if body.is_empty() {
         return ", empty body".to_owned();
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
+    let text = redact_secret(&String::from_utf8_lossy(body), secret, cut);
     let shown: String = printable(&text).chars().take(80).collect();
     format!(", starting {shown:?}")
 }
@@ -270,4 +284,32 @@ pub fn printable(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_takes_the_whole_secret_and_a_piece_at_a_cut() {
+        let secret = "s3cretKeyPart";
+        assert_eq!(
+            redact_secret("a s3cretKeyPart b s3cretKeyPart", secret, false),
+            "a … b …"
+        );
+        assert_eq!(redact_secret("ends s3cretK", secret, true), "ends …");
+        // Not cut: a word that happens to end like the secret begins stays.
+        assert_eq!(redact_secret("ends s3", secret, false), "ends s3");
+        assert_eq!(redact_secret("nothing here", secret, true), "nothing here");
+        assert_eq!(redact_secret("x", "", true), "x");
+    }
+
+    #[test]
+    fn an_excerpt_is_cut_after_redaction() {
+        let secret = "s3cretKeyPart";
+        let body = format!("{}rk_a.{secret} trailing", "p".repeat(70));
+        let shown = excerpt(body.as_bytes(), secret, false);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("rk_a.…"), "{shown}");
+    }
 }

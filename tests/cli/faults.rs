@@ -665,3 +665,67 @@ async fn a_server_that_echoes_the_key_does_not_make_us_print_it() {
         .await
         .assert_failed_with("502");
 }
+
+/// No piece of 6 bytes or more of the key's secret part is in `stderr`: a key cut by an excerpt
+/// must not survive in part.
+#[track_caller]
+fn assert_no_secret_piece(stderr: &str) {
+    let secret = KEY_SECRET_PART.as_bytes();
+    for piece in secret.windows(6) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(
+            !stderr.contains(piece),
+            "{piece:?} of the key's secret part leaked:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_echoed_across_the_cut_of_an_excerpt_leaves_no_piece_of_its_secret() {
+    // Where the secret part starts inside KEY: after "rk_test123.".
+    let secret_at = KEY.len() - KEY_SECRET_PART.len();
+    // The API's envelope: a message is cut at 300 characters; put the cut 9 bytes into the secret.
+    let message = format!(
+        "{}{KEY} is not a valid key",
+        "m".repeat(300 - secret_at - 9)
+    );
+    for status in [401, 500] {
+        let body = serde_json::json!({"error": {"code": "unauthorized", "message": message}});
+        let server =
+            crate::support::server_answering(ResponseTemplate::new(status).set_body_json(body))
+                .await;
+        let ran = r4_run()
+            .against(&server.uri())
+            .args(["--timeout", "1"])
+            .probe()
+            .run_async()
+            .await;
+        ran.assert_code(125);
+        let err = ran.stderr();
+        assert!(err.contains("mmmm"), "the message was not shown:\n{err}");
+        assert_no_secret_piece(&err);
+    }
+    // Not the API's JSON: an excerpt of 80 characters; put the cut 10 bytes into the secret.
+    let page = format!("{}{KEY} rejected</html>", "p".repeat(80 - secret_at - 10));
+    let server = crate::support::server_answering(
+        ResponseTemplate::new(403).set_body_raw(page, "text/html"),
+    )
+    .await;
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    ran.assert_failed_with("403 Forbidden");
+    let err = ran.stderr();
+    assert!(err.contains("pppp"), "no excerpt shown:\n{err}");
+    assert_no_secret_piece(&err);
+    // A body cut at the 64 KiB r4-run reads of an error, the cut inside the secret.
+    let cap = r4_run::api::MAX_ERROR_BODY_BYTES;
+    let head = r#"{"error":{"code":"unauthorized","message":""#;
+    let pad = "l".repeat(cap - head.len() - secret_at - 8);
+    let long = format!(r#"{head}{pad}{KEY}"}}}}"#);
+    let server = crate::support::server_answering(
+        ResponseTemplate::new(401).set_body_raw(long, "application/json"),
+    )
+    .await;
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    ran.assert_code(125);
+    assert_no_secret_piece(&ran.stderr());
+}
