@@ -56,8 +56,22 @@ struct Progress {
     last: Option<Error>,
 }
 
+/// Refuses a project id that cannot name a project in the URL: the URL library reads `.` and `..`
+/// as path steps (`/vault/env/..` becomes `/vault/`), so the request would go to another path.
+/// Checked before any request, and before a `--fallback-only` run, whose file is keyed by the id.
+pub fn check_project_id(project: &str) -> Result<()> {
+    if matches!(project, "" | "." | "..") {
+        return Err(
+            Error::new(format!("the project id {project:?} is not a project id"))
+                .hint("pass the project's id as shown in R4 with --project / R4_PROJECT_ID"),
+        );
+    }
+    Ok(())
+}
+
 /// Fetches the project's variables, or says why not.
 pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
+    check_project_id(req.project)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -467,4 +481,21 @@ fn deadline_error(req: &Request<'_>, progress: &Progress) -> Error {
         )),
     };
     error.transient()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_the_url_would_fold_away_are_refused() {
+        for bad in ["", ".", ".."] {
+            let e = check_project_id(bad).unwrap_err();
+            assert!(e.what().contains("is not a project id"), "{bad:?}: {e}");
+            assert!(e.hint_text().is_some());
+        }
+        for good in ["507f1f77bcf86cd799439014", "...", ".a", "a..", "%2e%2e"] {
+            assert!(check_project_id(good).is_ok(), "{good:?}");
+        }
+    }
 }

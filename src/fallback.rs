@@ -91,6 +91,7 @@ pub fn save(
 /// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
 /// instead when the API cannot be reached (never when it answered that the key or project is wrong).
 pub fn fetch_or_fall_back(config: &Config) -> Result<Fetched> {
+    crate::api::check_project_id(&config.project)?;
     let load = |fb: &FallbackFile| {
         load(
             &fb.path,

@@ -7,5 +7,6 @@ mod emulator;
 mod fallback;
 mod faults;
 mod hygiene;
+mod project;
 mod run;
 mod signals;

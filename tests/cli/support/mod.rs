@@ -320,6 +320,21 @@ pub async fn server_answering(response: wiremock::ResponseTemplate) -> wiremock:
     server
 }
 
+/// A successful run with `--fallback`, leaving the file in a directory that lives as long as the test.
+pub async fn warm_fallback(url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = dir.path().join("r4.fallback");
+    r4_run()
+        .against(url)
+        .arg("--fallback")
+        .arg(&fb)
+        .args(["--", "true"])
+        .run_async()
+        .await
+        .assert_code(0);
+    (dir, fb)
+}
+
 /// The real Python interpreter (`python3` may be a pyenv shim, a shell script that would sit
 /// between r4-run and the probe), resolved once.
 pub fn python() -> &'static Path {
