@@ -216,8 +216,7 @@ async fn fetch_with_retries(
     deadline: tokio::time::Instant,
     progress: &mut Progress,
 ) -> Result<Fetched> {
-    let mut backoff = retry::Backoff::new();
-    let mut counted_tries = 0;
+    let mut policy = retry::Policy::new();
     let fetch_started = Instant::now();
     loop {
         progress.tries += 1;
@@ -241,60 +240,52 @@ async fn fetch_with_retries(
             } => (error, reason, retry_after),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        // A try the server answered with Retry-After does not count: under a rate limit, waiting as
-        // told is the whole strategy and the deadline bounds it.
-        if retry_after.is_none() {
-            counted_tries += 1;
-        }
-        if counted_tries >= retry::MAX_TRIES {
-            verbose!(
-                1,
-                "try {n}: {reason} after {took} ms; that was the last try"
-            );
-            return Err(gave_up(req, error, n, fetch_started));
-        }
-        let (wait, why) = match retry_after {
-            Some(wait) if wait + retry::MIN_TRY_TIME > remaining => {
+        let (wait, why) = match policy.after_failure(retry_after, remaining) {
+            retry::Next::Retry { wait, why } => (wait, why),
+            retry::Next::GiveUp(retry::GiveUp::TriesUsed) => {
+                verbose!(
+                    1,
+                    "try {n}: {reason} after {took} ms; that was the last try"
+                );
+                return Err(gave_up(req, error, n, fetch_started));
+            }
+            retry::Next::GiveUp(retry::GiveUp::NoTimeForBackoff { wait }) => {
+                verbose!(
+                    1,
+                    "try {n}: {reason} after {took} ms; a {} ms wait does not fit in the {} ms left",
+                    wait.as_millis(),
+                    remaining.as_millis()
+                );
+                return Err(gave_up(req, error, n, fetch_started));
+            }
+            retry::Next::GiveUp(retry::GiveUp::NoTimeForRetryAfter { asked }) => {
                 verbose!(
                     1,
                     "try {n}: {reason} after {took} ms; Retry-After {} s does not fit in the {} ms left",
-                    wait.as_secs(),
+                    asked.as_secs_f64(),
                     remaining.as_millis()
                 );
-                return Err(retry_after_error(req, error, wait, remaining));
+                return Err(retry_after_error(req, error, asked, remaining));
             }
-            Some(wait) => {
-                // A little jitter on top, so a fleet told the same Retry-After does not come back in
-                // the same millisecond; never more than what is left.
-                let spread = backoff
-                    .spread(wait)
-                    .min(remaining.saturating_sub(wait + retry::MIN_TRY_TIME));
-                (
-                    wait + spread,
-                    format!(
-                        "Retry-After: {} s, plus {} ms of jitter",
-                        wait.as_secs_f64(),
-                        spread.as_millis()
-                    ),
-                )
-            }
-            None => {
-                let ceiling = backoff.ceiling();
-                let wait = backoff.next_wait();
-                if wait + retry::MIN_TRY_TIME > remaining {
-                    verbose!(
-                        1,
-                        "try {n}: {reason} after {took} ms; a {} ms wait does not fit in the {} ms left",
-                        wait.as_millis(),
-                        remaining.as_millis()
-                    );
-                    return Err(gave_up(req, error, n, fetch_started));
-                }
-                (
-                    wait,
-                    format!("backoff, jittered below {} ms", ceiling.as_millis()),
-                )
-            }
+        };
+        let why = match why {
+            retry::Why::RetryAfter { asked, jitter } => format!(
+                "Retry-After: {} s, plus {} ms of jitter",
+                asked.as_secs_f64(),
+                jitter.as_millis()
+            ),
+            retry::Why::Backoff {
+                ceiling,
+                shorter_retry_after: None,
+            } => format!("backoff, jittered below {} ms", ceiling.as_millis()),
+            retry::Why::Backoff {
+                ceiling,
+                shorter_retry_after: Some(asked),
+            } => format!(
+                "backoff, jittered below {} ms; the server's Retry-After: {} s is shorter",
+                ceiling.as_millis(),
+                asked.as_secs_f64()
+            ),
         };
         verbose!(
             1,

@@ -247,6 +247,36 @@ async fn a_retry_after_past_the_deadline_fails_at_once_and_says_when() {
 }
 
 #[tokio::test]
+async fn a_retry_after_of_zero_or_in_the_past_does_not_make_a_tight_loop() {
+    // A date an hour ago: what a server whose clock lags sends.
+    let an_hour_ago =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    for retry_after in ["0".to_owned(), an_hour_ago] {
+        let server = MockServer::start().await;
+        first(
+            &server,
+            u64::MAX,
+            ResponseTemplate::new(429).insert_header("Retry-After", retry_after.as_str()),
+        )
+        .await;
+        let ran = r4_run()
+            .against(&server.uri())
+            .args(["--timeout", "2"])
+            .probe()
+            .run_async()
+            .await;
+        ran.assert_failed_with("429 Too Many Requests");
+        let sent = requests(&server).await;
+        eprintln!("Retry-After {retry_after}: {sent} requests in 2 s");
+        assert!(
+            (2..=r4_run::api::MAX_TRIES as usize).contains(&sent),
+            "Retry-After {retry_after}: {sent} requests in 2 s:\n{}",
+            ran.stderr()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_500_then_a_503_then_success_takes_three_tries() {
     let server = MockServer::start().await;
     first(
