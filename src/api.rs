@@ -4,13 +4,17 @@
 //! - `retry`: the backoff schedule with jitter and `Retry-After`;
 //! - `body`: reading an answer with a size cap;
 //! - `explain`: the message for each way a try can fail, and which failures are transient;
-//! - `answer`: parsing the JSON answer straight into secret types.
+//! - `answer`: parsing the JSON answer straight into secret types;
+//! - `dns`: host name lookups on detached threads, so nothing waits for a resolver that hangs.
 //!
-//! tokio is used only here: a current-thread runtime is built for the fetch and dropped after it,
-//! so no thread outlives the fetch and the supervisor that follows is single-threaded.
+//! tokio is used only here: a current-thread runtime is built for the fetch and shut down after it
+//! without waiting for anything, so the run ends at the deadline or an ending signal whatever is in
+//! flight. The one thread that can outlive the fetch is a DNS lookup the deadline gave up on: it
+//! holds nothing but a host name, and ends when getaddrinfo returns (or with the process).
 
 mod answer;
 mod body;
+mod dns;
 mod explain;
 mod retry;
 
@@ -77,7 +81,8 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
         .enable_time()
         .build()
         .map_err(|e| Error::new(format!("cannot start the network runtime: {e}")))?;
-    let client = build_client(req)?;
+    let resolver = dns::Resolver::default();
+    let client = build_client(req, &resolver)?;
     verbose!(
         1,
         "GET {} (access key {}, deadline {} s)",
@@ -95,12 +100,14 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
         );
         match until_first(fetch, until_ending_signal()).await {
             Some(Ok(result)) => result,
-            Some(Err(_elapsed)) => Err(deadline_error(req, &progress)),
+            Some(Err(_elapsed)) => Err(deadline_error(req, &progress, resolver.unanswered())),
             None => Err(Error::new("stopped by a signal before the command started")),
         }
     });
     drop(client);
-    drop(runtime);
+    // Not a plain drop: that would wait for the runtime's blocking threads, and nothing may keep
+    // the run past its deadline or an ending signal.
+    runtime.shutdown_background();
     verbose!(
         1,
         "fetch took {} ms over {} {}",
@@ -138,10 +145,11 @@ async fn until_first<T>(
     .await
 }
 
-fn build_client(req: &Request<'_>) -> Result<reqwest::Client> {
+fn build_client(req: &Request<'_>, resolver: &dns::Resolver) -> Result<reqwest::Client> {
     let https = req.url.scheme() == "https";
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
+        .dns_resolver(std::sync::Arc::new(resolver.clone()))
         .redirect(redirect_policy(req.url.origin()))
         // Loading the system's CA roots (or SSL_CERT_FILE) costs time; a loopback http base never
         // needs them.
@@ -454,14 +462,18 @@ fn retry_after_error(req: &Request<'_>, error: Error, wait: Duration, left: Dura
 
 /// Every way of running out of time or tries is transient: the API said nothing against the key or
 /// the project, so a `--fallback` file may stand in.
-fn deadline_error(req: &Request<'_>, progress: &Progress) -> Error {
+fn deadline_error(req: &Request<'_>, progress: &Progress, unresolved: Option<String>) -> Error {
     let origin = req.origin();
     let secs = req.timeout.as_secs_f64();
-    let error = match &progress.last {
-        None => Error::new(format!("no answer from {origin} within the {secs} s deadline")).hint(
+    let error = match (&progress.last, unresolved) {
+        (_, Some(host)) => Error::new(format!(
+            "cannot find the host {host}: DNS did not answer within the {secs} s deadline"
+        ))
+        .hint("check this machine's DNS servers (/etc/resolv.conf) and the spelling of --base-url / R4_BASE_URL,\nor allow more time with --timeout / R4_TIMEOUT"),
+        (None, None) => Error::new(format!("no answer from {origin} within the {secs} s deadline")).hint(
             "the server (or a proxy or firewall on the way) did not answer: check the network and --base-url,\nor allow more time with --timeout / R4_TIMEOUT",
         ),
-        Some(last) => Error::new(format!(
+        (Some(last), None) => Error::new(format!(
             "no usable answer from {origin} within the {secs} s deadline ({} tries; the last failure: {})",
             progress.tries,
             last.what()

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod dns;
 mod dotenv;
 mod emulator;
 mod fallback;
