@@ -5,7 +5,8 @@
 //! - `body`: reading an answer with a size cap;
 //! - `explain`: the message for each way a try can fail, and which failures are transient;
 //! - `answer`: parsing the JSON answer straight into secret types;
-//! - `dns`: host name lookups on detached threads, so nothing waits for a resolver that hangs.
+//! - `dns`: host name lookups on detached threads, so nothing waits for a resolver that hangs;
+//! - `proxy`: which proxy, if any, an `https://` request goes through.
 //!
 //! tokio is used only here: a current-thread runtime is built for the fetch and shut down after it
 //! without waiting for anything, so the run ends at the deadline or an ending signal whatever is in
@@ -16,6 +17,7 @@ mod answer;
 mod body;
 mod dns;
 mod explain;
+mod proxy;
 mod retry;
 
 pub use answer::{parse_env_answer, Fetched};
@@ -82,7 +84,7 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
         .build()
         .map_err(|e| Error::new(format!("cannot start the network runtime: {e}")))?;
     let resolver = dns::Resolver::default();
-    let client = build_client(req, &resolver)?;
+    let client = build_client(req, &resolver, |name| std::env::var_os(name))?;
     verbose!(
         1,
         "GET {} (access key {}, deadline {} s)",
@@ -129,6 +131,12 @@ async fn until_ending_signal() {
     }
 }
 
+/// The HTTP client, and the proxy it goes through (to tell the proxy's failures from the server's).
+struct Client {
+    http: reqwest::Client,
+    proxy: Option<proxy::Proxy>,
+}
+
 /// `Some` with `work`'s output, or `None` if `stop` finished first.
 async fn until_first<T>(
     work: impl std::future::Future<Output = T>,
@@ -145,25 +153,53 @@ async fn until_first<T>(
     .await
 }
 
-fn build_client(req: &Request<'_>, resolver: &dns::Resolver) -> Result<reqwest::Client> {
+fn build_client(
+    req: &Request<'_>,
+    resolver: &dns::Resolver,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Client> {
     let https = req.url.scheme() == "https";
+    let host = req.url.host_str().unwrap_or_default();
+    // Plain http is only ever to loopback, and is never proxied (proxy.rs): a proxy could be across
+    // the network and would see the key in clear. For https, r4-run decides the proxy itself.
+    let proxy = match proxy::decide(&req.url, env)? {
+        proxy::Decision::Direct => None,
+        proxy::Decision::Exempted { by } => {
+            verbose!(1, "{by} exempts {host}: connecting directly");
+            None
+        }
+        proxy::Decision::Via(p) => {
+            verbose!(
+                1,
+                "using the proxy {} for {host} (from {})",
+                p.shown,
+                p.from
+            );
+            Some(p)
+        }
+    };
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .dns_resolver(std::sync::Arc::new(resolver.clone()))
         .redirect(redirect_policy(req.url.origin()))
         // Loading the system's CA roots (or SSL_CERT_FILE) costs time; a loopback http base never
         // needs them.
-        .tls_built_in_root_certs(https);
+        .tls_built_in_root_certs(https)
+        .no_proxy();
     if https {
         warn_about_cert_env();
-    } else {
-        // Plain http is only ever to loopback; a proxy (HTTP_PROXY, ALL_PROXY) could be across the
-        // network and would see the key in clear.
-        builder = builder.no_proxy();
     }
-    builder
+    if let Some(p) = &proxy {
+        let via = reqwest::Proxy::all(p.url().as_str()).map_err(|_| {
+            Error::new(format!("{} is not a usable proxy URL", p.from))
+                .hint(format!("set {} to http://HOST:PORT, or unset it", p.from))
+        })?;
+        builder = builder.proxy(via);
+    }
+    let http = builder
         .build()
-        .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))
+        .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))?;
+    Ok(Client { http, proxy })
 }
 
 /// rustls-native-certs trusts only `SSL_CERT_FILE` / `SSL_CERT_DIR` when either is set, and skips
@@ -220,7 +256,7 @@ enum Try {
 
 async fn fetch_with_retries(
     req: &Request<'_>,
-    client: &reqwest::Client,
+    client: &Client,
     deadline: tokio::time::Instant,
     progress: &mut Progress,
 ) -> Result<Fetched> {
@@ -305,7 +341,7 @@ async fn fetch_with_retries(
     }
 }
 
-async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
+async fn try_once(req: &Request<'_>, client: &Client) -> Try {
     let mut key_header = match HeaderValue::from_str(req.key.expose()) {
         Ok(v) => v,
         Err(_) => {
@@ -317,6 +353,7 @@ async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
     };
     key_header.set_sensitive(true);
     let sent = client
+        .http
         .get(req.url.clone())
         .header("X-API-Key", key_header)
         .header("Accept", "application/json")
@@ -325,12 +362,13 @@ async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
     let mut response = match sent {
         Ok(response) => response,
         Err(e) => {
-            let error = explain::transport_error(req, &e);
+            let failure = explain::classify(&e, e.is_connect(), client.proxy.is_some());
+            let error = explain::transport_error(req, client.proxy.as_ref(), &failure, &e);
             let reason = explain::cause(&e);
             if req.give_up_when_unreachable && e.is_connect() {
                 return Try::Fatal { error, reason };
             }
-            return if explain::is_transient(&e) {
+            return if failure.is_transient() {
                 Try::Transient {
                     error,
                     reason,

@@ -34,6 +34,20 @@ impl SilentNameserver {
         Err(format!("no free loopback address for port 53: {last}"))
     }
 
+    /// From now on, answers every query: no such name (NXDOMAIN).
+    fn answer_no_such_name(&self) {
+        let socket = self.socket.try_clone().unwrap();
+        socket.set_read_timeout(None).unwrap();
+        std::thread::spawn(move || {
+            let mut query = [0u8; 512];
+            while let Ok((len, from)) = socket.recv_from(&mut query) {
+                if let Some(reply) = no_such_name(&query[..len]) {
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+    }
+
     /// Waits for the first query to arrive (the lookup is under way).
     #[track_caller]
     fn await_query(&self) {
@@ -44,6 +58,21 @@ impl SilentNameserver {
             Err(e) => panic!("no DNS query reached {}:53: {e}", self.ip),
         }
     }
+}
+
+/// The NXDOMAIN reply to a DNS query: its id and question, flags "response, recursion available,
+/// no such name", no records.
+fn no_such_name(query: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 12;
+    while *query.get(at)? != 0 {
+        at += 1 + usize::from(query[at]);
+    }
+    let question_end = at + 1 + 4; // the root label, QTYPE, QCLASS
+    let mut reply = query.get(..question_end)?.to_vec();
+    reply[2] = 0x80 | (query[2] & 0x79); // QR, the query's opcode and RD
+    reply[3] = 0x83; // RA, RCODE 3
+    reply[6..12].fill(0); // no answer, authority or additional records
+    Some(reply)
 }
 
 /// The files the namespace sees: only DNS answers host lookups (no /etc/hosts, no
@@ -155,4 +184,37 @@ fn a_sigterm_during_a_lookup_that_never_answers_ends_the_run_at_once() {
         took < PROMPT,
         "the run took {took:?} to end; stderr:\n{stderr}"
     );
+}
+
+#[test]
+fn a_name_that_does_not_exist_is_named_as_the_apis_or_the_proxys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nameserver, wrapper) = match set_up(dir.path()) {
+        Ok(ready) => ready,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+    nameserver.answer_no_such_name();
+    let ran = r4_run()
+        .wrapped_in(wrapper.clone())
+        .against("https://r4-nx.example")
+        .args(["--timeout", "5"])
+        .probe()
+        .run();
+    ran.assert_failed_with("cannot find the host r4-nx.example (DNS: ");
+    assert!(ran.stderr().contains("--base-url"), "{}", ran.stderr());
+
+    let ran = r4_run()
+        .wrapped_in(wrapper)
+        .env("HTTPS_PROXY", "http://r4-proxy-nx.example:3128")
+        .against("https://r4-nx.example")
+        .args(["--timeout", "5"])
+        .probe()
+        .run();
+    ran.assert_failed_with(
+        "cannot find the host of the proxy http://r4-proxy-nx.example:3128 (DNS: ",
+    );
+    assert!(ran.stderr().contains("HTTPS_PROXY"), "{}", ran.stderr());
 }

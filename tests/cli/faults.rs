@@ -532,7 +532,7 @@ async fn a_content_length_over_the_cap_fails_before_reading() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Redirects and proxies: the key stays on its origin.
+// Redirects and proxies: the key stays on its origin (proxies for https: proxy.rs).
 
 #[tokio::test]
 async fn a_redirect_to_another_port_does_not_carry_the_key() {
@@ -621,43 +621,6 @@ async fn a_loopback_http_base_never_goes_through_a_proxy() {
         "the proxy saw {:?}",
         proxy.heads()
     );
-}
-
-#[tokio::test]
-async fn https_proxy_is_used_for_https_and_no_proxy_bypasses_it() {
-    let refuse = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec();
-    let proxy = raw_server(vec![Act::Write(refuse)]);
-    let ran = r4_run()
-        .env("HTTPS_PROXY", proxy.uri())
-        .against("https://r4.example.invalid")
-        .args(["--timeout", "5"])
-        .probe()
-        .run_async()
-        .await;
-    ran.assert_failed_with("the proxy refused to open a tunnel to r4.example.invalid");
-    let heads = proxy.heads();
-    assert!(
-        heads
-            .first()
-            .is_some_and(|h| h.starts_with("CONNECT r4.example.invalid:443 ")),
-        "{heads:?}"
-    );
-    assert!(
-        !heads[0].contains(KEY_SECRET_PART),
-        "the key was sent to the proxy in clear"
-    );
-
-    let proxy = raw_server(vec![Act::Hang]);
-    let ran = r4_run()
-        .env("HTTPS_PROXY", proxy.uri())
-        .env("NO_PROXY", "example.invalid")
-        .against("https://r4.example.invalid")
-        .args(["--timeout", "5"])
-        .probe()
-        .run_async()
-        .await;
-    ran.assert_failed_with("r4.example.invalid");
-    assert!(proxy.heads().is_empty(), "NO_PROXY was ignored");
 }
 
 #[tokio::test]

@@ -9,5 +9,6 @@ mod fallback;
 mod faults;
 mod hygiene;
 mod project;
+mod proxy;
 mod run;
 mod signals;

@@ -87,7 +87,12 @@ impl R4Run {
     }
 
     pub fn run(mut self) -> Ran {
-        let output = self.cmd.output().expect("r4-run starts");
+        let output = if self.wrapper.is_empty() {
+            self.cmd.output()
+        } else {
+            self.command_to_start().output()
+        }
+        .expect("r4-run starts");
         let ran_child = self.probe && output.status.code() == Some(0);
         let child_env = ran_child.then(|| parse_env0(&output.stdout));
         Ran {
