@@ -4,14 +4,20 @@
 //! - `retry`: the backoff schedule with jitter and `Retry-After`;
 //! - `body`: reading an answer with a size cap;
 //! - `explain`: the message for each way a try can fail, and which failures are transient;
-//! - `answer`: parsing the JSON answer straight into secret types.
+//! - `answer`: parsing the JSON answer straight into secret types;
+//! - `dns`: host name lookups on detached threads, so nothing waits for a resolver that hangs;
+//! - `proxy`: which proxy, if any, an `https://` request goes through.
 //!
-//! tokio is used only here: a current-thread runtime is built for the fetch and dropped after it,
-//! so no thread outlives the fetch and the supervisor that follows is single-threaded.
+//! tokio is used only here: a current-thread runtime is built for the fetch and shut down after it
+//! without waiting for anything, so the run ends at the deadline or an ending signal whatever is in
+//! flight. The one thread that can outlive the fetch is a DNS lookup the deadline gave up on: it
+//! holds nothing but a host name, and ends when getaddrinfo returns (or with the process).
 
 mod answer;
 mod body;
+mod dns;
 mod explain;
+mod proxy;
 mod retry;
 
 pub use answer::{parse_env_answer, Fetched};
@@ -56,14 +62,29 @@ struct Progress {
     last: Option<Error>,
 }
 
+/// Refuses a project id that cannot name a project in the URL: the URL library reads `.` and `..`
+/// as path steps (`/vault/env/..` becomes `/vault/`), so the request would go to another path.
+/// Checked before any request, and before a `--fallback-only` run, whose file is keyed by the id.
+pub fn check_project_id(project: &str) -> Result<()> {
+    if matches!(project, "" | "." | "..") {
+        return Err(
+            Error::new(format!("the project id {project:?} is not a project id"))
+                .hint("pass the project's id as shown in R4 with --project / R4_PROJECT_ID"),
+        );
+    }
+    Ok(())
+}
+
 /// Fetches the project's variables, or says why not.
 pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
+    check_project_id(req.project)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| Error::new(format!("cannot start the network runtime: {e}")))?;
-    let client = build_client(req)?;
+    let resolver = dns::Resolver::default();
+    let client = build_client(req, &resolver, |name| std::env::var_os(name))?;
     verbose!(
         1,
         "GET {} (access key {}, deadline {} s)",
@@ -81,12 +102,14 @@ pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
         );
         match until_first(fetch, until_ending_signal()).await {
             Some(Ok(result)) => result,
-            Some(Err(_elapsed)) => Err(deadline_error(req, &progress)),
+            Some(Err(_elapsed)) => Err(deadline_error(req, &progress, resolver.unanswered())),
             None => Err(Error::new("stopped by a signal before the command started")),
         }
     });
     drop(client);
-    drop(runtime);
+    // Not a plain drop: that would wait for the runtime's blocking threads, and nothing may keep
+    // the run past its deadline or an ending signal.
+    runtime.shutdown_background();
     verbose!(
         1,
         "fetch took {} ms over {} {}",
@@ -108,6 +131,12 @@ async fn until_ending_signal() {
     }
 }
 
+/// The HTTP client, and the proxy it goes through (to tell the proxy's failures from the server's).
+struct Client {
+    http: reqwest::Client,
+    proxy: Option<proxy::Proxy>,
+}
+
 /// `Some` with `work`'s output, or `None` if `stop` finished first.
 async fn until_first<T>(
     work: impl std::future::Future<Output = T>,
@@ -124,24 +153,53 @@ async fn until_first<T>(
     .await
 }
 
-fn build_client(req: &Request<'_>) -> Result<reqwest::Client> {
+fn build_client(
+    req: &Request<'_>,
+    resolver: &dns::Resolver,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Client> {
     let https = req.url.scheme() == "https";
+    let host = req.url.host_str().unwrap_or_default();
+    // Plain http is only ever to loopback, and is never proxied (proxy.rs): a proxy could be across
+    // the network and would see the key in clear. For https, r4-run decides the proxy itself.
+    let proxy = match proxy::decide(&req.url, env)? {
+        proxy::Decision::Direct => None,
+        proxy::Decision::Exempted { by } => {
+            verbose!(1, "{by} exempts {host}: connecting directly");
+            None
+        }
+        proxy::Decision::Via(p) => {
+            verbose!(
+                1,
+                "using the proxy {} for {host} (from {})",
+                p.shown,
+                p.from
+            );
+            Some(p)
+        }
+    };
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
+        .dns_resolver(std::sync::Arc::new(resolver.clone()))
         .redirect(redirect_policy(req.url.origin()))
         // Loading the system's CA roots (or SSL_CERT_FILE) costs time; a loopback http base never
         // needs them.
-        .tls_built_in_root_certs(https);
+        .tls_built_in_root_certs(https)
+        .no_proxy();
     if https {
         warn_about_cert_env();
-    } else {
-        // Plain http is only ever to loopback; a proxy (HTTP_PROXY, ALL_PROXY) could be across the
-        // network and would see the key in clear.
-        builder = builder.no_proxy();
     }
-    builder
+    if let Some(p) = &proxy {
+        let via = reqwest::Proxy::all(p.url().as_str()).map_err(|_| {
+            Error::new(format!("{} is not a usable proxy URL", p.from))
+                .hint(format!("set {} to http://HOST:PORT, or unset it", p.from))
+        })?;
+        builder = builder.proxy(via);
+    }
+    let http = builder
         .build()
-        .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))
+        .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))?;
+    Ok(Client { http, proxy })
 }
 
 /// rustls-native-certs trusts only `SSL_CERT_FILE` / `SSL_CERT_DIR` when either is set, and skips
@@ -198,12 +256,11 @@ enum Try {
 
 async fn fetch_with_retries(
     req: &Request<'_>,
-    client: &reqwest::Client,
+    client: &Client,
     deadline: tokio::time::Instant,
     progress: &mut Progress,
 ) -> Result<Fetched> {
-    let mut backoff = retry::Backoff::new();
-    let mut counted_tries = 0;
+    let mut policy = retry::Policy::new();
     let fetch_started = Instant::now();
     loop {
         progress.tries += 1;
@@ -227,60 +284,52 @@ async fn fetch_with_retries(
             } => (error, reason, retry_after),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        // A try the server answered with Retry-After does not count: under a rate limit, waiting as
-        // told is the whole strategy and the deadline bounds it.
-        if retry_after.is_none() {
-            counted_tries += 1;
-        }
-        if counted_tries >= retry::MAX_TRIES {
-            verbose!(
-                1,
-                "try {n}: {reason} after {took} ms; that was the last try"
-            );
-            return Err(gave_up(req, error, n, fetch_started));
-        }
-        let (wait, why) = match retry_after {
-            Some(wait) if wait + retry::MIN_TRY_TIME > remaining => {
+        let (wait, why) = match policy.after_failure(retry_after, remaining) {
+            retry::Next::Retry { wait, why } => (wait, why),
+            retry::Next::GiveUp(retry::GiveUp::TriesUsed) => {
+                verbose!(
+                    1,
+                    "try {n}: {reason} after {took} ms; that was the last try"
+                );
+                return Err(gave_up(req, error, n, fetch_started));
+            }
+            retry::Next::GiveUp(retry::GiveUp::NoTimeForBackoff { wait }) => {
+                verbose!(
+                    1,
+                    "try {n}: {reason} after {took} ms; a {} ms wait does not fit in the {} ms left",
+                    wait.as_millis(),
+                    remaining.as_millis()
+                );
+                return Err(gave_up(req, error, n, fetch_started));
+            }
+            retry::Next::GiveUp(retry::GiveUp::NoTimeForRetryAfter { asked }) => {
                 verbose!(
                     1,
                     "try {n}: {reason} after {took} ms; Retry-After {} s does not fit in the {} ms left",
-                    wait.as_secs(),
+                    asked.as_secs_f64(),
                     remaining.as_millis()
                 );
-                return Err(retry_after_error(req, error, wait, remaining));
+                return Err(retry_after_error(req, error, asked, remaining));
             }
-            Some(wait) => {
-                // A little jitter on top, so a fleet told the same Retry-After does not come back in
-                // the same millisecond; never more than what is left.
-                let spread = backoff
-                    .spread(wait)
-                    .min(remaining.saturating_sub(wait + retry::MIN_TRY_TIME));
-                (
-                    wait + spread,
-                    format!(
-                        "Retry-After: {} s, plus {} ms of jitter",
-                        wait.as_secs_f64(),
-                        spread.as_millis()
-                    ),
-                )
-            }
-            None => {
-                let ceiling = backoff.ceiling();
-                let wait = backoff.next_wait();
-                if wait + retry::MIN_TRY_TIME > remaining {
-                    verbose!(
-                        1,
-                        "try {n}: {reason} after {took} ms; a {} ms wait does not fit in the {} ms left",
-                        wait.as_millis(),
-                        remaining.as_millis()
-                    );
-                    return Err(gave_up(req, error, n, fetch_started));
-                }
-                (
-                    wait,
-                    format!("backoff, jittered below {} ms", ceiling.as_millis()),
-                )
-            }
+        };
+        let why = match why {
+            retry::Why::RetryAfter { asked, jitter } => format!(
+                "Retry-After: {} s, plus {} ms of jitter",
+                asked.as_secs_f64(),
+                jitter.as_millis()
+            ),
+            retry::Why::Backoff {
+                ceiling,
+                shorter_retry_after: None,
+            } => format!("backoff, jittered below {} ms", ceiling.as_millis()),
+            retry::Why::Backoff {
+                ceiling,
+                shorter_retry_after: Some(asked),
+            } => format!(
+                "backoff, jittered below {} ms; the server's Retry-After: {} s is shorter",
+                ceiling.as_millis(),
+                asked.as_secs_f64()
+            ),
         };
         verbose!(
             1,
@@ -292,7 +341,7 @@ async fn fetch_with_retries(
     }
 }
 
-async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
+async fn try_once(req: &Request<'_>, client: &Client) -> Try {
     let mut key_header = match HeaderValue::from_str(req.key.expose()) {
         Ok(v) => v,
         Err(_) => {
@@ -304,6 +353,7 @@ async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
     };
     key_header.set_sensitive(true);
     let sent = client
+        .http
         .get(req.url.clone())
         .header("X-API-Key", key_header)
         .header("Accept", "application/json")
@@ -312,12 +362,13 @@ async fn try_once(req: &Request<'_>, client: &reqwest::Client) -> Try {
     let mut response = match sent {
         Ok(response) => response,
         Err(e) => {
-            let error = explain::transport_error(req, &e);
+            let failure = explain::classify(&e, e.is_connect(), client.proxy.is_some());
+            let error = explain::transport_error(req, client.proxy.as_ref(), &failure, &e);
             let reason = explain::cause(&e);
             if req.give_up_when_unreachable && e.is_connect() {
                 return Try::Fatal { error, reason };
             }
-            return if explain::is_transient(&e) {
+            return if failure.is_transient() {
                 Try::Transient {
                     error,
                     reason,
@@ -449,14 +500,18 @@ fn retry_after_error(req: &Request<'_>, error: Error, wait: Duration, left: Dura
 
 /// Every way of running out of time or tries is transient: the API said nothing against the key or
 /// the project, so a `--fallback` file may stand in.
-fn deadline_error(req: &Request<'_>, progress: &Progress) -> Error {
+fn deadline_error(req: &Request<'_>, progress: &Progress, unresolved: Option<String>) -> Error {
     let origin = req.origin();
     let secs = req.timeout.as_secs_f64();
-    let error = match &progress.last {
-        None => Error::new(format!("no answer from {origin} within the {secs} s deadline")).hint(
+    let error = match (&progress.last, unresolved) {
+        (_, Some(host)) => Error::new(format!(
+            "cannot find the host {host}: DNS did not answer within the {secs} s deadline"
+        ))
+        .hint("check this machine's DNS servers (/etc/resolv.conf) and the spelling of --base-url / R4_BASE_URL,\nor allow more time with --timeout / R4_TIMEOUT"),
+        (None, None) => Error::new(format!("no answer from {origin} within the {secs} s deadline")).hint(
             "the server (or a proxy or firewall on the way) did not answer: check the network and --base-url,\nor allow more time with --timeout / R4_TIMEOUT",
         ),
-        Some(last) => Error::new(format!(
+        (Some(last), None) => Error::new(format!(
             "no usable answer from {origin} within the {secs} s deadline ({} tries; the last failure: {})",
             progress.tries,
             last.what()
@@ -467,4 +522,21 @@ fn deadline_error(req: &Request<'_>, progress: &Progress) -> Error {
         )),
     };
     error.transient()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_the_url_would_fold_away_are_refused() {
+        for bad in ["", ".", ".."] {
+            let e = check_project_id(bad).unwrap_err();
+            assert!(e.what().contains("is not a project id"), "{bad:?}: {e}");
+            assert!(e.hint_text().is_some());
+        }
+        for good in ["507f1f77bcf86cd799439014", "...", ".a", "a..", "%2e%2e"] {
+            assert!(check_project_id(good).is_ok(), "{good:?}");
+        }
+    }
 }

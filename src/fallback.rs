@@ -100,6 +100,7 @@ pub struct Options {
 /// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
 /// instead when the API cannot be reached (never when it answered that the key or project is wrong).
 pub fn fetch_or_fall_back(mut request: Request<'_>, fallback: Option<&Options>) -> Result<Fetched> {
+    crate::api::check_project_id(request.project)?;
     let (key, project) = (request.key, request.project);
     let load = |fb: &Options| load(&fb.path, key, project, fb.max_age, SystemTime::now());
     let fb = match fallback {

@@ -1,7 +1,9 @@
 //! Parsing `{"env": {NAME: value}, "projectId", "count"}` straight into secret types.
 //!
 //! A hand-written visitor puts each value into a `SecretString` as it is read, rejects a value that is
-//! not a string (naming the variable, never guessing a conversion) and a name given twice.
+//! not a string (naming the variable, never guessing a conversion) and a name given twice. It also
+//! reads `projectId`, the project the answer was built from: an answer for another project (a cache
+//! or a proxy mixing up answers) is refused, never injected. A missing `projectId` is accepted.
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
@@ -31,7 +33,18 @@ pub fn parse_env_answer(body: &[u8], project: &str) -> Result<Fetched> {
         .and_then(|a| de.end().map(|()| a));
     let problem = match parsed {
         Ok(Answer {
+            project_id: Some(id),
+            ..
+        }) if id != project => {
+            return Err(Error::new(format!(
+                "the server answered with the variables of project {}, not of project {project} that r4-run asked for",
+                shown_id(&id)
+            ))
+            .hint("a cache or a proxy between here and R4 may have mixed up answers: check --base-url / R4_BASE_URL and\nHTTPS_PROXY; if it persists, report it to R4 support"));
+        }
+        Ok(Answer {
             env: Some(mut vars),
+            ..
         }) => {
             vars.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             if let Some(w) = vars.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -40,7 +53,7 @@ pub fn parse_env_answer(body: &[u8], project: &str) -> Result<Fetched> {
                 return Ok(Fetched { vars });
             }
         }
-        Ok(Answer { env: None }) => "has no \"env\" object".to_owned(),
+        Ok(Answer { env: None, .. }) => "has no \"env\" object".to_owned(),
         Err(e) => describe(&e),
     };
     Err(Error::new(format!(
@@ -69,10 +82,35 @@ fn describe(e: &serde_json::Error) -> String {
     }
 }
 
-const OUR_MESSAGES: [&str; 2] = ["gives the variable ", "has two "];
+const OUR_MESSAGES: [&str; 3] = ["gives the variable ", "gives \"projectId\" ", "has two "];
+
+/// A project id from the server, safe to print: it is hostile input, so everything but printable
+/// ASCII is escaped (no terminal escape or direction override reaches the terminal), and it is cut
+/// to a sane length.
+fn shown_id(id: &str) -> String {
+    const MAX_CHARS: usize = 100;
+    let mut shown = String::from("\"");
+    for (i, c) in id.chars().enumerate() {
+        if i == MAX_CHARS {
+            shown.push('…');
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                shown.push('\\');
+                shown.push(c);
+            }
+            ' '..='~' => shown.push(c),
+            _ => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+        }
+    }
+    shown.push('"');
+    shown
+}
 
 struct Answer {
     env: Option<Vec<(String, SecretString)>>,
+    project_id: Option<String>,
 }
 
 struct AnswerSeed;
@@ -91,17 +129,34 @@ impl<'de> Visitor<'de> for AnswerSeed {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answer, A::Error> {
         let mut env = None;
+        let mut project_id = None;
         while let Some(key) = map.next_key::<KeyName>()? {
-            if key.0 == "env" {
-                if env.is_some() {
-                    return Err(de::Error::custom("has two \"env\" fields"));
+            match key.0.as_str() {
+                "env" => {
+                    if env.is_some() {
+                        return Err(de::Error::custom("has two \"env\" fields"));
+                    }
+                    env = Some(map.next_value_seed(EnvSeed)?);
                 }
-                env = Some(map.next_value_seed(EnvSeed)?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+                "projectId" => {
+                    if project_id.is_some() {
+                        return Err(de::Error::custom("has two \"projectId\" fields"));
+                    }
+                    project_id = Some(match map.next_value::<StringValue>()? {
+                        StringValue::Str(id) => id.expose().to_owned(),
+                        StringValue::Other(kind) => {
+                            return Err(de::Error::custom(format_args!(
+                                "gives \"projectId\" as {kind} instead of a string"
+                            )))
+                        }
+                    });
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(Answer { env })
+        Ok(Answer { env, project_id })
     }
 }
 
@@ -240,6 +295,28 @@ mod tests {
         ] {
             assert!(parse(body).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn the_project_id_must_be_the_one_asked_for_when_given() {
+        assert!(parse(r#"{"env":{"A":"1"}}"#).is_ok());
+        assert!(parse(r#"{"env":{"A":"1"},"projectId":"p1"}"#).is_ok());
+        let e = parse(r#"{"projectId":"p2\u001b[0m\u202e\"","env":{"A":"1"}}"#).unwrap_err();
+        assert!(
+            e.what()
+                .contains(r#"of project "p2\u{1b}[0m\u{202e}\"", not of project p1"#),
+            "{e}"
+        );
+        for body in [
+            r#"{"env":{"A":"1"},"projectId":7}"#,
+            r#"{"env":{"A":"1"},"projectId":null}"#,
+            r#"{"env":{"A":"1"},"projectId":"p1","projectId":"p1"}"#,
+        ] {
+            let e = parse(body).unwrap_err();
+            assert!(e.what().contains("\"projectId\""), "{body}: {e}");
+        }
+        let long = format!(r#"{{"env":{{}},"projectId":"{}"}}"#, "x".repeat(10_000));
+        assert!(parse(&long).unwrap_err().what().len() < 400);
     }
 
     #[test]

@@ -2,45 +2,146 @@
 //! oversized answers. Messages name origins, statuses, content types and (for non-2xx answers only)
 //! a short excerpt; never a 2xx body, a value or the key's secret part.
 
+use super::dns::DnsError;
+use super::proxy::Proxy;
 use super::Request;
 use crate::error::Error;
 use reqwest::{StatusCode, Url};
+use std::error::Error as StdError;
 
-/// Whether a transport failure is worth another try: the connection was refused, reset, aborted or
-/// closed before the answer was complete, or the kernel timed the connection out. TLS, DNS and proxy-set-up failures are not (another try
-/// would fail the same way).
-pub fn is_transient(e: &reqwest::Error) -> bool {
-    use std::io::ErrorKind::*;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                ConnectionRefused
-                    | ConnectionReset
-                    | ConnectionAborted
-                    | NotConnected
-                    | BrokenPipe
-                    | UnexpectedEof
-                    | TimedOut
-            ) {
-                return true;
-            }
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_closed() {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
+/// What a failed request ran into, told by the types in its source chain: never by a library's
+/// message text, which is only ever shown to the user.
+#[derive(Debug, PartialEq)]
+pub enum Failure {
+    /// A host name did not resolve (the API's, or the proxy's).
+    Dns {
+        host: String,
+    },
+    /// The server's TLS certificate was not accepted.
+    TlsCertificate,
+    /// Any other TLS failure (e.g. the server does not speak TLS at all).
+    Tls,
+    /// The connection to the proxy was refused or had no route.
+    ProxyUnreachable,
+    /// Connected to the proxy, but no tunnel came of it (a refusal, a 407, the proxy hanging up).
+    ProxyRefused,
+    /// The connection to the server was refused or had no route.
+    Refused,
+    /// The connection was reset, aborted or closed before the answer was complete.
+    Cut,
+    /// The kernel gave up on the connection.
+    TimedOut,
+    Other,
 }
 
-/// What actually failed, from the error's source chain (reqwest's own Display names the URL).
+impl Failure {
+    /// Whether another try may work: the failure was on the way, not in the set-up. DNS and TLS are
+    /// not retried (another try would fail the same way), nor a proxy's refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::ProxyUnreachable | Self::Refused | Self::Cut | Self::TimedOut
+        )
+    }
+
+    /// Whether the failure says something is set up wrong here (a certificate, a proxy's rules), so
+    /// a `--fallback` file must not hide it. Everything else means the API could not be reached.
+    fn is_set_up_problem(&self) -> bool {
+        matches!(self, Self::TlsCertificate | Self::ProxyRefused)
+    }
+}
+
+/// Classifies a failed request. `is_connect`: it failed while connecting (reqwest's own predicate);
+/// `proxied`: it went through a proxy, so a connect failure is the proxy's unless shown otherwise.
+pub fn classify(error: &(dyn StdError + 'static), is_connect: bool, proxied: bool) -> Failure {
+    use std::io::ErrorKind;
+    let mut dns = None;
+    let mut tls = None;
+    let mut refused = false;
+    let mut cut = false;
+    let mut timed_out = false;
+    each_cause(error, &mut |cause| {
+        if let Some(e) = cause.downcast_ref::<DnsError>() {
+            dns.get_or_insert_with(|| e.host.clone());
+        }
+        if let Some(e) = cause.downcast_ref::<rustls::Error>() {
+            let certificate = matches!(
+                e,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::InvalidCertRevocationList(_)
+            );
+            tls.get_or_insert(certificate);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            // Unreachability by errno: its ErrorKinds are newer than the Rust this builds with.
+            let unreachable = matches!(
+                io.raw_os_error(),
+                Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EADDRNOTAVAIL)
+            );
+            match io.kind() {
+                ErrorKind::ConnectionRefused => refused = true,
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => cut = true,
+                ErrorKind::TimedOut => timed_out = true,
+                _ if unreachable => refused = true,
+                _ => {}
+            }
+        }
+        if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() {
+                cut = true;
+            }
+        }
+    });
+    if let Some(host) = dns {
+        Failure::Dns { host }
+    } else if let Some(certificate) = tls {
+        if certificate {
+            Failure::TlsCertificate
+        } else {
+            Failure::Tls
+        }
+    } else if refused && proxied && is_connect {
+        Failure::ProxyUnreachable
+    } else if refused {
+        Failure::Refused
+    } else if cut {
+        Failure::Cut
+    } else if timed_out {
+        Failure::TimedOut
+    } else if proxied && is_connect {
+        Failure::ProxyRefused
+    } else {
+        Failure::Other
+    }
+}
+
+/// Calls `visit` with `top` and every error under it. `io::Error::source()` skips the error it
+/// wraps (it returns that error's source), so the wrapped one is visited through `get_ref`.
+fn each_cause(top: &(dyn StdError + 'static), visit: &mut dyn FnMut(&(dyn StdError + 'static))) {
+    let mut next = Some(top);
+    while let Some(e) = next {
+        visit(e);
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            each_cause(inner, visit);
+        }
+        next = e.source();
+    }
+}
+
+/// What actually failed, from the error's source chain (reqwest's own Display names the URL). For
+/// the user's eyes only: nothing decides on this text.
 pub fn cause(e: &reqwest::Error) -> String {
     let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
+    let mut source = StdError::source(e);
     while let Some(s) = source {
         cause = s.to_string();
         source = s.source();
@@ -54,43 +155,75 @@ pub fn cause(e: &reqwest::Error) -> String {
 /// The message for a failed request. All but a refused TLS certificate or proxy tunnel (which are
 /// set-up problems here) are marked transient: the API could not be reached, so a `--fallback` file
 /// may stand in, even when another try would not help (DNS down on a laptop that is offline).
-pub fn transport_error(req: &Request<'_>, e: &reqwest::Error) -> Error {
-    let error = describe_transport_error(req, e);
-    let cause = cause(e);
-    if cause.starts_with("tunnel error") || cause.contains("certificate") {
+pub fn transport_error(
+    req: &Request<'_>,
+    proxy: Option<&Proxy>,
+    failure: &Failure,
+    e: &reqwest::Error,
+) -> Error {
+    let error = describe_transport_error(req, proxy, failure, e);
+    if failure.is_set_up_problem() {
         error
     } else {
         error.transient()
     }
 }
 
-fn describe_transport_error(req: &Request<'_>, e: &reqwest::Error) -> Error {
+fn describe_transport_error(
+    req: &Request<'_>,
+    proxy: Option<&Proxy>,
+    failure: &Failure,
+    e: &reqwest::Error,
+) -> Error {
     let origin = req.origin();
     let cause = cause(e);
     let host = req.url.host_str().unwrap_or_default();
-    if cause.starts_with("tunnel error") {
-        Error::new(format!(
-            "the proxy refused to open a tunnel to {host} ({cause})"
+    let proxy_hint = |p: &Proxy| {
+        format!(
+            "check {} (the proxy r4-run was given), or exempt {host} with NO_PROXY",
+            p.from
+        )
+    };
+    match (failure, proxy) {
+        (Failure::Dns { host: unresolved }, Some(p)) if unresolved != host => Error::new(format!(
+            "cannot find the host of the proxy {} (DNS: {cause})",
+            p.shown
         ))
-        .hint(
-            "check HTTPS_PROXY / ALL_PROXY and the proxy's rules, or exempt the host with NO_PROXY",
-        )
-    } else if cause.contains("failed to lookup address") {
-        Error::new(format!("cannot find the host {host} (DNS: {cause})"))
-            .hint("check the spelling of --base-url / R4_BASE_URL and this machine's DNS")
-    } else if cause.contains("certificate") {
-        Error::new(format!("cannot connect to {origin}: its TLS certificate was not accepted ({cause})"))
-            .hint("if a private CA or an intercepting proxy signs it, point SSL_CERT_FILE at that CA's PEM bundle\n(SSL_CERT_FILE / SSL_CERT_DIR replace the system's trust store); see docs/network.md")
-    } else if e.is_connect() {
-        Error::new(format!("cannot connect to {origin}: {cause}")).hint(
+        .hint(proxy_hint(p)),
+        (Failure::Dns { host: unresolved }, _) => {
+            Error::new(format!("cannot find the host {unresolved} (DNS: {cause})"))
+                .hint("check the spelling of --base-url / R4_BASE_URL and this machine's DNS")
+        }
+        (Failure::TlsCertificate, _) => Error::new(format!("cannot connect to {origin}: its TLS certificate was not accepted ({cause})"))
+            .hint("if a private CA or an intercepting proxy signs it, point SSL_CERT_FILE at that CA's PEM bundle\n(SSL_CERT_FILE / SSL_CERT_DIR replace the system's trust store); see docs/network.md"),
+        (Failure::Tls, _) => Error::new(format!(
+            "cannot connect to {origin}: the TLS handshake failed ({cause})"
+        ))
+        .hint("check that --base-url / R4_BASE_URL names an https server (a plain http server spoken to with https:// fails\nthis way), and any proxy or firewall on the way"),
+        (Failure::ProxyUnreachable, Some(p)) => {
+            Error::new(format!("cannot reach the proxy {} ({cause})", p.shown)).hint(proxy_hint(p))
+        }
+        (Failure::ProxyRefused, Some(p)) => Error::new(format!(
+            "the proxy {} refused to open a tunnel to {host} ({cause})",
+            p.shown
+        ))
+        .hint(format!(
+            "check the proxy's rules and any credentials in {} (http://USER:PASSWORD@HOST:PORT),\nor exempt {host} with NO_PROXY",
+            p.from
+        )),
+        (Failure::Cut, _) if !e.is_connect() => Error::new(format!(
+            "the connection to {origin} broke off before the answer was complete ({cause})"
+        ))
+        .hint("check any proxy between here and R4; retry later if the service is having trouble"),
+        (Failure::TimedOut, _) => Error::new(format!("{origin} did not answer in time: {cause}"))
+            .hint("check the network and any firewall, or allow more time with --timeout / R4_TIMEOUT"),
+        _ if e.is_connect() => Error::new(format!("cannot connect to {origin}: {cause}")).hint(
             "check the network, any proxy (HTTPS_PROXY, NO_PROXY), and --base-url / R4_BASE_URL",
-        )
-    } else if e.is_timeout() {
-        Error::new(format!("{origin} did not answer in time: {cause}"))
-            .hint("allow more time with --timeout / R4_TIMEOUT")
-    } else {
-        Error::new(format!("the request to {origin} failed: {cause}"))
-            .hint("check the network and --base-url; retry later if the service is having trouble")
+        ),
+        _ if e.is_timeout() => Error::new(format!("{origin} did not answer in time: {cause}"))
+            .hint("allow more time with --timeout / R4_TIMEOUT"),
+        _ => Error::new(format!("the request to {origin} failed: {cause}"))
+            .hint("check the network and --base-url; retry later if the service is having trouble"),
     }
 }
 
@@ -186,13 +319,16 @@ pub fn status_error(
     body: &[u8],
 ) -> Error {
     debug_assert!(!status.is_success());
-    // Server text is shown, but a server (or a proxy) that echoes the key must not make us print it.
-    let safe = |text: &str| redact_key(&printable(text), req);
+    // Server text is shown, but a server (or a proxy) that echoes the key must not make us print it:
+    // the key comes out of the whole text before anything is cut, so no cut can leave a piece of it.
+    let secret = req.key.expose_secret_part();
+    let cut = body.len() >= super::MAX_ERROR_BODY_BYTES;
+    let safe = |text: &str| printable(&redact_secret(text, secret, false));
     let Ok(Envelope { error }) = serde_json::from_slice::<Envelope>(body) else {
         return Error::new(format!(
             "the server answered {status} with a body that is not the R4 API's JSON ({}{})",
             shown_content_type(content_type),
-            redact_key(&excerpt(body), req)
+            excerpt(body, secret, cut)
         ))
         .hint("check --base-url / R4_BASE_URL and any proxy between here and R4");
     };
@@ -227,13 +363,23 @@ pub fn status_error(
     }
 }
 
-/// `text` with the key's secret part replaced by `…`.
-fn redact_key(text: &str, req: &Request<'_>) -> String {
-    let secret = req.key.expose_secret_part();
-    if secret.is_empty() || !text.contains(secret) {
+/// `text` with every occurrence of `secret` replaced by `…`. When `cut` (the text is a prefix of
+/// something longer), a trailing beginning of `secret` goes too: the cut may have fallen inside it.
+fn redact_secret(text: &str, secret: &str, cut: bool) -> String {
+    if secret.is_empty() {
         return text.to_owned();
     }
-    text.replace(secret, "…")
+    let mut out = text.replace(secret, "…");
+    if cut {
+        if let Some(len) = (1..secret.len())
+            .rev()
+            .find(|&len| out.ends_with(&secret[..len]))
+        {
+            out.truncate(out.len() - len);
+            out.push('…');
+        }
+    }
+    out
 }
 
 pub fn shown_content_type(content_type: &str) -> String {
@@ -244,13 +390,14 @@ pub fn shown_content_type(content_type: &str) -> String {
     }
 }
 
-/// The first bytes of an error body, made safe to print: control characters dropped, at most 80
-/// characters. Only ever used for non-2xx answers, which carry no secret values.
-fn excerpt(body: &[u8]) -> String {
+/// The first characters of an error body, made safe to print: the key's secret part taken out of
+/// the whole body first, then control characters dropped, at most 80 characters. Only ever used for
+/// non-2xx answers, which carry no secret values. `cut`: the body is a prefix of a longer one.
+fn excerpt(body: &[u8], secret: &str, cut: bool) -> String {
     if body.is_empty() {
         return ", empty body".to_owned();
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
+    let text = redact_secret(&String::from_utf8_lossy(body), secret, cut);
     let shown: String = printable(&text).chars().take(80).collect();
     format!(", starting {shown:?}")
 }
@@ -270,4 +417,189 @@ pub fn printable(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::dns::DnsErrorKind;
+    use std::io::{self, ErrorKind};
+
+    /// A layer of a library's error chain: a message and what it wraps.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<dyn StdError + Send + Sync>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Layer {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    /// `inner` under two layers, as reqwest and hyper-util wrap what failed.
+    fn wrapped(inner: impl StdError + Send + Sync + 'static) -> Layer {
+        Layer(
+            "error sending request",
+            Some(Box::new(Layer(
+                "client error (Connect)",
+                Some(Box::new(inner)),
+            ))),
+        )
+    }
+
+    fn tls(e: rustls::Error) -> io::Error {
+        // As tokio-rustls reports it: the rustls error inside an io::Error, where source() skips it.
+        io::Error::new(ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn failures_are_told_by_type_not_text() {
+        let dns = DnsError {
+            host: "r4.example".into(),
+            kind: DnsErrorKind::Lookup(io::Error::other("some text")),
+        };
+        let cert = tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        let not_tls = tls(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        let cases: Vec<(Layer, bool, bool, Failure)> = vec![
+            (
+                wrapped(dns),
+                true,
+                false,
+                Failure::Dns {
+                    host: "r4.example".into(),
+                },
+            ),
+            (wrapped(cert), true, true, Failure::TlsCertificate),
+            (wrapped(not_tls), true, false, Failure::Tls),
+            (
+                wrapped(io::Error::from(ErrorKind::ConnectionRefused)),
+                true,
+                true,
+                Failure::ProxyUnreachable,
+            ),
+            (
+                wrapped(io::Error::from(ErrorKind::ConnectionRefused)),
+                true,
+                false,
+                Failure::Refused,
+            ),
+            (
+                wrapped(io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+                true,
+                true,
+                Failure::ProxyUnreachable,
+            ),
+            (
+                wrapped(io::Error::from_raw_os_error(libc::ENETUNREACH)),
+                true,
+                false,
+                Failure::Refused,
+            ),
+            // A proxy's refusal carries no type r4-run can name: connected through a proxy and
+            // failed for no reason above, it is the proxy's.
+            (
+                wrapped(Layer("tunnel error: unsuccessful", None)),
+                true,
+                true,
+                Failure::ProxyRefused,
+            ),
+            (
+                wrapped(Layer("tunnel error: unsuccessful", None)),
+                true,
+                false,
+                Failure::Other,
+            ),
+            // Text that looks like a DNS or certificate failure decides nothing.
+            (
+                wrapped(Layer(
+                    "failed to lookup address information: certificate",
+                    None,
+                )),
+                false,
+                false,
+                Failure::Other,
+            ),
+            (
+                wrapped(io::Error::from(ErrorKind::ConnectionReset)),
+                false,
+                true,
+                Failure::Cut,
+            ),
+            (
+                wrapped(io::Error::from(ErrorKind::UnexpectedEof)),
+                false,
+                false,
+                Failure::Cut,
+            ),
+            (
+                wrapped(io::Error::from(ErrorKind::TimedOut)),
+                true,
+                false,
+                Failure::TimedOut,
+            ),
+        ];
+        for (error, is_connect, proxied, want) in cases {
+            let shown = format!("{:?}", error);
+            assert_eq!(
+                classify(&error, is_connect, proxied),
+                want,
+                "{shown} (connect {is_connect}, proxied {proxied})"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_retried_and_what_a_fallback_may_stand_in_for() {
+        let retried = [
+            Failure::ProxyUnreachable,
+            Failure::Refused,
+            Failure::Cut,
+            Failure::TimedOut,
+        ];
+        for f in &retried {
+            assert!(f.is_transient() && !f.is_set_up_problem(), "{f:?}");
+        }
+        for f in [Failure::TlsCertificate, Failure::ProxyRefused] {
+            assert!(!f.is_transient() && f.is_set_up_problem(), "{f:?}");
+        }
+        for f in [
+            Failure::Dns { host: "h".into() },
+            Failure::Tls,
+            Failure::Other,
+        ] {
+            assert!(!f.is_transient() && !f.is_set_up_problem(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn redaction_takes_the_whole_secret_and_a_piece_at_a_cut() {
+        let secret = "s3cretKeyPart";
+        assert_eq!(
+            redact_secret("a s3cretKeyPart b s3cretKeyPart", secret, false),
+            "a … b …"
+        );
+        assert_eq!(redact_secret("ends s3cretK", secret, true), "ends …");
+        // Not cut: a word that happens to end like the secret begins stays.
+        assert_eq!(redact_secret("ends s3", secret, false), "ends s3");
+        assert_eq!(redact_secret("nothing here", secret, true), "nothing here");
+        assert_eq!(redact_secret("x", "", true), "x");
+    }
+
+    #[test]
+    fn an_excerpt_is_cut_after_redaction() {
+        let secret = "s3cretKeyPart";
+        let body = format!("{}rk_a.{secret} trailing", "p".repeat(70));
+        let shown = excerpt(body.as_bytes(), secret, false);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("rk_a.…"), "{shown}");
+    }
 }

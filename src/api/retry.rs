@@ -1,15 +1,21 @@
-//! When to try again and how long to wait: the backoff schedule, its jitter, and `Retry-After`.
+//! When to try again and how long to wait: the one place where the retry policy lives.
 //!
 //! The policy (docs/network.md has the user's view):
-//! - at most `MAX_TRIES` tries, all inside the one `--timeout` deadline; a try answered with
-//!   `Retry-After` does not count (the deadline bounds those);
+//! - every try happens inside the one `--timeout` deadline, and a wait that would leave less than
+//!   `MIN_TRY_TIME` of it is not taken: the fetch gives up with the last failure instead;
 //! - between tries, "full jitter": a wait drawn uniformly from `0..=min(BACKOFF_CAP, BACKOFF_BASE * 2^n)`
-//!   for the n-th retry (n from 0), so a fleet that failed together does not come back together;
-//! - a `Retry-After` (seconds or an HTTP date) replaces the backoff for that wait, plus up to 10% of
-//!   it (at most 500 ms) of jitter; if it does not fit
-//!   in what is left of the deadline the fetch fails at once and says when to come back;
-//! - a wait that would leave less than `MIN_TRY_TIME` of the deadline is not taken: the fetch gives up
-//!   with the last failure instead of sleeping into the deadline.
+//!   for the n-th step of the schedule (n from 0), so a fleet that failed together does not come back
+//!   together;
+//! - a `Retry-After` (seconds or an HTTP date) at least as long as the current ceiling of the
+//!   schedule is the server's wait: it is waited out, plus up to 10% of it (at most 500 ms) of jitter,
+//!   the schedule does not advance, and the try does not count against `MAX_TRIES` (under a rate
+//!   limit, waiting as told is the whole strategy). Such tries are at least `BACKOFF_BASE` apart, so
+//!   the deadline bounds them. If the wait does not fit in what is left of the deadline, the fetch
+//!   fails at once and says when to come back;
+//! - a `Retry-After` shorter than that (`0`, or a date in the past from a server whose clock lags)
+//!   never shortens the backoff: the wait is the longer of the two, the schedule advances and the
+//!   try counts, exactly as if no `Retry-After` had been sent;
+//! - every other failed try counts: at most `MAX_TRIES` of them.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,46 +26,111 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 pub const MIN_TRY_TIME: Duration = Duration::from_millis(100);
 /// A `Retry-After` beyond a day is nonsense; clamp it so arithmetic stays sane.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(86_400);
+/// The most jitter added to a `Retry-After` wait: enough to spread a fleet over a window, small next
+/// to the minute-long windows of the R4 limits.
+const RETRY_AFTER_SPREAD_MAX: Duration = Duration::from_millis(500);
 
-/// The backoff schedule with its own small random source.
-pub struct Backoff {
-    retries: u32,
+/// The retry state of one fetch: where the backoff schedule is, how many tries counted, and a small
+/// random source for the jitter.
+pub struct Policy {
+    /// Steps taken on the backoff schedule.
+    steps: u32,
+    /// Failed tries that count against `MAX_TRIES`.
+    counted: u32,
     rng: SplitMix64,
 }
 
-impl Backoff {
+/// What to do after a try that failed in a way worth another try.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// Wait this long, then try again.
+    Retry { wait: Duration, why: Why },
+    /// Stop here.
+    GiveUp(GiveUp),
+}
+
+/// Why the wait is what it is (for `-v`).
+#[derive(Debug, PartialEq)]
+pub enum Why {
+    /// The server's `Retry-After`, plus jitter.
+    RetryAfter { asked: Duration, jitter: Duration },
+    /// Our own backoff, drawn below `ceiling`; a shorter `Retry-After` the server sent, if any.
+    Backoff {
+        ceiling: Duration,
+        shorter_retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+pub enum GiveUp {
+    /// `MAX_TRIES` tries counted.
+    TriesUsed,
+    /// Our own next wait does not fit in what is left of the deadline.
+    NoTimeForBackoff { wait: Duration },
+    /// The server asks for a wait that does not fit in what is left of the deadline.
+    NoTimeForRetryAfter { asked: Duration },
+}
+
+impl Policy {
     pub fn new() -> Self {
         Self {
-            retries: 0,
+            steps: 0,
+            counted: 0,
             rng: SplitMix64::seeded(),
         }
     }
 
-    /// The ceiling for the next wait (before jitter).
+    /// The ceiling of the next backoff wait (before jitter).
     pub fn ceiling(&self) -> Duration {
-        let factor = 1u32 << self.retries.min(16);
+        let factor = 1u32 << self.steps.min(16);
         BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
     }
 
-    /// The next wait: uniform in `0..=ceiling`, in whole milliseconds.
-    pub fn next_wait(&mut self) -> Duration {
+    /// Decides after a failed try: `retry_after` is what the server asked for, if anything;
+    /// `remaining` is what is left of the deadline.
+    pub fn after_failure(&mut self, retry_after: Option<Duration>, remaining: Duration) -> Next {
+        let ceiling = self.ceiling();
+        if let Some(asked) = retry_after.filter(|&asked| asked >= ceiling) {
+            let Some(room) = remaining.checked_sub(asked + MIN_TRY_TIME) else {
+                return Next::GiveUp(GiveUp::NoTimeForRetryAfter { asked });
+            };
+            // Never more jitter than there is room for.
+            let jitter = self.spread(asked).min(room);
+            return Next::Retry {
+                wait: asked + jitter,
+                why: Why::RetryAfter { asked, jitter },
+            };
+        }
+        self.counted += 1;
+        if self.counted >= MAX_TRIES {
+            return Next::GiveUp(GiveUp::TriesUsed);
+        }
+        let wait = self.next_wait().max(retry_after.unwrap_or_default());
+        if wait + MIN_TRY_TIME > remaining {
+            return Next::GiveUp(GiveUp::NoTimeForBackoff { wait });
+        }
+        Next::Retry {
+            wait,
+            why: Why::Backoff {
+                ceiling,
+                shorter_retry_after: retry_after,
+            },
+        }
+    }
+
+    /// The next backoff wait, uniform in `0..=ceiling` in whole milliseconds; advances the schedule.
+    fn next_wait(&mut self) -> Duration {
         let ceiling_ms = self.ceiling().as_millis() as u64;
-        self.retries += 1;
+        self.steps += 1;
         Duration::from_millis(self.rng.next() % (ceiling_ms + 1))
     }
-}
 
-impl Backoff {
     /// Jitter added to a `Retry-After` wait: uniform in `0..=min(wait / 10, RETRY_AFTER_SPREAD_MAX)`.
-    pub fn spread(&mut self, wait: Duration) -> Duration {
+    fn spread(&mut self, wait: Duration) -> Duration {
         let ceiling_ms = (wait / 10).min(RETRY_AFTER_SPREAD_MAX).as_millis() as u64;
         Duration::from_millis(self.rng.next() % (ceiling_ms + 1))
     }
 }
-
-/// The most jitter added to a `Retry-After` wait: enough to spread a fleet over a window, small next
-/// to the minute-long windows of the R4 limits.
-const RETRY_AFTER_SPREAD_MAX: Duration = Duration::from_millis(500);
 
 /// SplitMix64: tiny, dependency-free, good enough to spread retries (not for secrets). Seeded from
 /// the clock, the pid and a stack address, so processes started in the same instant still differ.
@@ -109,30 +180,136 @@ pub fn http_date_after(wait: Duration) -> String {
 mod tests {
     use super::*;
 
+    const PLENTY: Duration = Duration::from_secs(3600);
+
+    fn wait_of(next: Next) -> Duration {
+        match next {
+            Next::Retry { wait, .. } => wait,
+            other => panic!("gave up: {other:?}"),
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap_with_full_jitter() {
-        let mut b = Backoff::new();
+        let mut p = Policy::new();
         let mut ceilings = Vec::new();
-        for _ in 0..8 {
-            let ceiling = b.ceiling();
-            let wait = b.next_wait();
+        for _ in 0..MAX_TRIES - 1 {
+            let ceiling = p.ceiling();
+            let wait = wait_of(p.after_failure(None, PLENTY));
             assert!(wait <= ceiling, "{wait:?} > {ceiling:?}");
             ceilings.push(ceiling.as_millis());
         }
-        assert_eq!(ceilings, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(ceilings, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(
+            p.after_failure(None, PLENTY),
+            Next::GiveUp(GiveUp::TriesUsed)
+        );
     }
 
     #[test]
     fn jitter_spreads_the_waits() {
-        let mut b = Backoff::new();
-        b.retries = 5; // ceiling 5 s
+        let mut p = Policy::new();
         let waits: std::collections::BTreeSet<_> = (0..50)
             .map(|_| {
-                b.retries = 5;
-                b.next_wait()
+                p.steps = 5; // ceiling 5 s
+                p.counted = 0;
+                wait_of(p.after_failure(None, PLENTY))
             })
             .collect();
         assert!(waits.len() > 20, "{waits:?}");
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_or_in_the_past_never_shortens_the_backoff_and_counts() {
+        // Parsed, a date in the past is a wait of zero.
+        let now = SystemTime::now();
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(3600));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        let mut p = Policy::new();
+        let mut tries = 1;
+        loop {
+            let ceiling = p.ceiling();
+            match p.after_failure(Some(Duration::ZERO), PLENTY) {
+                Next::Retry { wait, why } => {
+                    assert!(wait <= ceiling);
+                    assert_eq!(
+                        why,
+                        Why::Backoff {
+                            ceiling,
+                            shorter_retry_after: Some(Duration::ZERO)
+                        }
+                    );
+                    tries += 1;
+                }
+                Next::GiveUp(why) => {
+                    assert_eq!(why, GiveUp::TriesUsed);
+                    break;
+                }
+            }
+        }
+        assert_eq!(tries, MAX_TRIES);
+    }
+
+    #[test]
+    fn a_retry_after_below_the_ceiling_is_a_floor_under_the_backoff() {
+        let mut p = Policy::new();
+        p.steps = 4; // ceiling 3.2 s
+        for _ in 0..50 {
+            p.steps = 4;
+            p.counted = 0;
+            let wait = wait_of(p.after_failure(Some(Duration::from_secs(1)), PLENTY));
+            assert!(
+                (Duration::from_secs(1)..=Duration::from_millis(3200)).contains(&wait),
+                "{wait:?}"
+            );
+            assert_eq!(p.counted, 1);
+            assert_eq!(p.steps, 5);
+        }
+    }
+
+    #[test]
+    fn a_retry_after_at_least_the_ceiling_is_waited_out_uncounted() {
+        let mut p = Policy::new();
+        // A fleet under a rate limit: told to come back in 2 s, many times over.
+        for _ in 0..3 * MAX_TRIES {
+            let next = p.after_failure(Some(Duration::from_secs(2)), PLENTY);
+            let Next::Retry {
+                wait,
+                why: Why::RetryAfter { asked, jitter },
+            } = next
+            else {
+                panic!("{next:?}");
+            };
+            assert_eq!(asked, Duration::from_secs(2));
+            assert!(jitter <= Duration::from_millis(200), "{jitter:?}");
+            assert_eq!(wait, asked + jitter);
+        }
+        assert_eq!((p.counted, p.steps), (0, 0));
+    }
+
+    #[test]
+    fn a_wait_that_does_not_fit_gives_up() {
+        let mut p = Policy::new();
+        assert_eq!(
+            p.after_failure(Some(Duration::from_secs(120)), Duration::from_secs(10)),
+            Next::GiveUp(GiveUp::NoTimeForRetryAfter {
+                asked: Duration::from_secs(120)
+            })
+        );
+        // The jitter never eats into the last try's time.
+        let wait =
+            wait_of(p.after_failure(Some(Duration::from_secs(2)), Duration::from_millis(2100)));
+        assert_eq!(wait, Duration::from_secs(2));
+        p.steps = 5; // ceiling 5 s, a draw up to 5 s
+        p.counted = 0;
+        let next = p.after_failure(
+            Some(Duration::from_millis(4900)),
+            Duration::from_millis(4950),
+        );
+        assert!(
+            matches!(next, Next::GiveUp(GiveUp::NoTimeForBackoff { wait }) if wait >= Duration::from_millis(4900)),
+            "{next:?}"
+        );
     }
 
     #[test]

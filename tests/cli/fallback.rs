@@ -1,6 +1,6 @@
 //! `--fallback PATH`: the last-known-good variables, encrypted, used only when the API cannot be reached.
 
-use crate::support::{r4_run, server_answering, server_with, PROJECT};
+use crate::support::{r4_run, server_answering, server_with, warm_fallback, PROJECT};
 use std::os::unix::fs::PermissionsExt;
 use wiremock::ResponseTemplate;
 
@@ -12,21 +12,6 @@ fn unreachable_url() -> String {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     format!("http://127.0.0.1:{port}")
-}
-
-/// A successful run with `--fallback`, leaving the file in a directory that lives as long as the test.
-async fn warm_fallback(url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let fb = dir.path().join("r4.fallback");
-    r4_run()
-        .against(url)
-        .arg("--fallback")
-        .arg(&fb)
-        .args(["--", "true"])
-        .run_async()
-        .await
-        .assert_code(0);
-    (dir, fb)
 }
 
 #[tokio::test]

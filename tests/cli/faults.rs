@@ -247,6 +247,36 @@ async fn a_retry_after_past_the_deadline_fails_at_once_and_says_when() {
 }
 
 #[tokio::test]
+async fn a_retry_after_of_zero_or_in_the_past_does_not_make_a_tight_loop() {
+    // A date an hour ago: what a server whose clock lags sends.
+    let an_hour_ago =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    for retry_after in ["0".to_owned(), an_hour_ago] {
+        let server = MockServer::start().await;
+        first(
+            &server,
+            u64::MAX,
+            ResponseTemplate::new(429).insert_header("Retry-After", retry_after.as_str()),
+        )
+        .await;
+        let ran = r4_run()
+            .against(&server.uri())
+            .args(["--timeout", "2"])
+            .probe()
+            .run_async()
+            .await;
+        ran.assert_failed_with("429 Too Many Requests");
+        let sent = requests(&server).await;
+        eprintln!("Retry-After {retry_after}: {sent} requests in 2 s");
+        assert!(
+            (2..=r4_run::api::MAX_TRIES as usize).contains(&sent),
+            "Retry-After {retry_after}: {sent} requests in 2 s:\n{}",
+            ran.stderr()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_500_then_a_503_then_success_takes_three_tries() {
     let server = MockServer::start().await;
     first(
@@ -502,7 +532,7 @@ async fn a_content_length_over_the_cap_fails_before_reading() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Redirects and proxies: the key stays on its origin.
+// Redirects and proxies: the key stays on its origin (proxies for https: proxy.rs).
 
 #[tokio::test]
 async fn a_redirect_to_another_port_does_not_carry_the_key() {
@@ -594,43 +624,6 @@ async fn a_loopback_http_base_never_goes_through_a_proxy() {
 }
 
 #[tokio::test]
-async fn https_proxy_is_used_for_https_and_no_proxy_bypasses_it() {
-    let refuse = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".to_vec();
-    let proxy = raw_server(vec![Act::Write(refuse)]);
-    let ran = r4_run()
-        .env("HTTPS_PROXY", proxy.uri())
-        .against("https://r4.example.invalid")
-        .args(["--timeout", "5"])
-        .probe()
-        .run_async()
-        .await;
-    ran.assert_failed_with("the proxy refused to open a tunnel to r4.example.invalid");
-    let heads = proxy.heads();
-    assert!(
-        heads
-            .first()
-            .is_some_and(|h| h.starts_with("CONNECT r4.example.invalid:443 ")),
-        "{heads:?}"
-    );
-    assert!(
-        !heads[0].contains(KEY_SECRET_PART),
-        "the key was sent to the proxy in clear"
-    );
-
-    let proxy = raw_server(vec![Act::Hang]);
-    let ran = r4_run()
-        .env("HTTPS_PROXY", proxy.uri())
-        .env("NO_PROXY", "example.invalid")
-        .against("https://r4.example.invalid")
-        .args(["--timeout", "5"])
-        .probe()
-        .run_async()
-        .await;
-    ran.assert_failed_with("r4.example.invalid");
-    assert!(proxy.heads().is_empty(), "NO_PROXY was ignored");
-}
-
-#[tokio::test]
 async fn plain_http_to_a_non_loopback_host_is_refused_before_any_connection() {
     // 192.0.2.1 (TEST-NET-1) routes nowhere: a connection attempt would hang until the deadline.
     let started = Instant::now();
@@ -664,4 +657,68 @@ async fn a_server_that_echoes_the_key_does_not_make_us_print_it() {
         .run_async()
         .await
         .assert_failed_with("502");
+}
+
+/// No piece of 6 bytes or more of the key's secret part is in `stderr`: a key cut by an excerpt
+/// must not survive in part.
+#[track_caller]
+fn assert_no_secret_piece(stderr: &str) {
+    let secret = KEY_SECRET_PART.as_bytes();
+    for piece in secret.windows(6) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(
+            !stderr.contains(piece),
+            "{piece:?} of the key's secret part leaked:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_echoed_across_the_cut_of_an_excerpt_leaves_no_piece_of_its_secret() {
+    // Where the secret part starts inside KEY: after "rk_test123.".
+    let secret_at = KEY.len() - KEY_SECRET_PART.len();
+    // The API's envelope: a message is cut at 300 characters; put the cut 9 bytes into the secret.
+    let message = format!(
+        "{}{KEY} is not a valid key",
+        "m".repeat(300 - secret_at - 9)
+    );
+    for status in [401, 500] {
+        let body = serde_json::json!({"error": {"code": "unauthorized", "message": message}});
+        let server =
+            crate::support::server_answering(ResponseTemplate::new(status).set_body_json(body))
+                .await;
+        let ran = r4_run()
+            .against(&server.uri())
+            .args(["--timeout", "1"])
+            .probe()
+            .run_async()
+            .await;
+        ran.assert_code(125);
+        let err = ran.stderr();
+        assert!(err.contains("mmmm"), "the message was not shown:\n{err}");
+        assert_no_secret_piece(&err);
+    }
+    // Not the API's JSON: an excerpt of 80 characters; put the cut 10 bytes into the secret.
+    let page = format!("{}{KEY} rejected</html>", "p".repeat(80 - secret_at - 10));
+    let server = crate::support::server_answering(
+        ResponseTemplate::new(403).set_body_raw(page, "text/html"),
+    )
+    .await;
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    ran.assert_failed_with("403 Forbidden");
+    let err = ran.stderr();
+    assert!(err.contains("pppp"), "no excerpt shown:\n{err}");
+    assert_no_secret_piece(&err);
+    // A body cut at the 64 KiB r4-run reads of an error, the cut inside the secret.
+    let cap = r4_run::api::MAX_ERROR_BODY_BYTES;
+    let head = r#"{"error":{"code":"unauthorized","message":""#;
+    let pad = "l".repeat(cap - head.len() - secret_at - 8);
+    let long = format!(r#"{head}{pad}{KEY}"}}}}"#);
+    let server = crate::support::server_answering(
+        ResponseTemplate::new(401).set_body_raw(long, "application/json"),
+    )
+    .await;
+    let ran = r4_run().against(&server.uri()).probe().run_async().await;
+    ran.assert_code(125);
+    assert_no_secret_piece(&ran.stderr());
 }

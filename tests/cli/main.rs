@@ -2,11 +2,14 @@
 
 mod support;
 
+mod dns;
 mod dotenv;
 mod emulator;
 mod fallback;
 mod faults;
 mod hygiene;
+mod project;
+mod proxy;
 mod run;
 mod settings;
 mod shells;

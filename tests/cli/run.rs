@@ -360,7 +360,11 @@ async fn an_odd_project_id_is_one_encoded_path_segment() {
     let server = wiremock::MockServer::start().await;
     wiremock::Mock::given(method("GET"))
         .and(path("/api/v1/machine/vault/env/a%2Fb%20c%3F"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(env_answer(&[("ODD", "ok")])))
+        .respond_with(ResponseTemplate::new(200).set_body_json({
+            let mut answer = env_answer(&[("ODD", "ok")]);
+            answer["projectId"] = "a/b c?".into();
+            answer
+        }))
         .mount(&server)
         .await;
     let ran = r4_run()

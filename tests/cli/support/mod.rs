@@ -100,7 +100,12 @@ impl R4Run {
     }
 
     pub fn run(mut self) -> Ran {
-        let output = self.cmd.output().expect("r4-run starts");
+        let output = if self.wrapper.is_empty() {
+            self.cmd.output()
+        } else {
+            self.command_to_start().output()
+        }
+        .expect("r4-run starts");
         let ran_child = self.probe && output.status.code() == Some(0);
         let child_env = ran_child.then(|| parse_env0(&output.stdout));
         Ran {
@@ -331,6 +336,21 @@ pub async fn server_answering(response: wiremock::ResponseTemplate) -> wiremock:
         .mount(&server)
         .await;
     server
+}
+
+/// A successful run with `--fallback`, leaving the file in a directory that lives as long as the test.
+pub async fn warm_fallback(url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = dir.path().join("r4.fallback");
+    r4_run()
+        .against(url)
+        .arg("--fallback")
+        .arg(&fb)
+        .args(["--", "true"])
+        .run_async()
+        .await
+        .assert_code(0);
+    (dir, fb)
 }
 
 /// The real Python interpreter (`python3` may be a pyenv shim, a shell script that would sit
