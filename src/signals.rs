@@ -62,6 +62,82 @@ pub fn name(signal: libc::c_int) -> String {
         .unwrap_or_else(|| format!("signal {signal}"))
 }
 
+/// What the supervise loop does with a relayed signal it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Send it on to the child.
+    Send,
+    /// The child got it already; why, for `-vvv`.
+    Skip(Skipped),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// The terminal sent it to the whole foreground process group, the child included.
+    SentToTheGroup,
+    /// A SIGCONT while the child, in our group, is not stopped: the group's copy continued it.
+    ChildRunning,
+}
+
+/// Where the child is and where r4-run is, as far as the relay decision goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The child is in r4-run's process group (a terminal is involved).
+    pub shares_group: bool,
+    /// r4-run leads its session (`setsid`, `ssh -t host r4-run`, a tmux command, `docker run -t`).
+    pub leads_session: bool,
+}
+
+/// Whether a relayed signal, taken with this `si_code`, goes on to the child. `child_stopped` is
+/// read for SIGCONT only.
+///
+/// A signal may be skipped only when the child shares r4-run's group *and* the kernel sent this
+/// very signal to that whole group, so the child has its own copy. `si_code` alone cannot tell:
+/// the kernel marks everything it generates `SI_KERNEL`, a terminal's Ctrl-C as well as an
+/// `alarm()` timer's SIGALRM, which goes to r4-run alone. So it is decided by signal too:
+/// - INT, QUIT, TSTP (the keyboard), WINCH (a resize), TTIN, TTOU (a background read or write):
+///   the kernel only ever sends these to a process group;
+/// - HUP and CONT: when the terminal hangs up the kernel sends them to the session leader alone,
+///   and to the foreground group only when that leader exits (or an orphaned group has stopped
+///   members). So they are the group's copies unless r4-run leads its session: then they came to
+///   r4-run alone and the child has not had them;
+/// - anything else (ALRM from a timer, TERM, USR1, USR2) concerns r4-run alone.
+///
+/// A signal a process sent (`SI_USER`, `SI_QUEUE`, `SI_TKILL`, `SI_TIMER` from a POSIX timer: all
+/// <= 0) was aimed at r4-run and is relayed (see docs/signals.md for the one known limit).
+pub fn relay_decision(
+    signal: libc::c_int,
+    si_code: libc::c_int,
+    placement: Placement,
+    child_stopped: bool,
+) -> Relay {
+    if !placement.shares_group {
+        // Nothing reaches a child in its own group but through us.
+        return Relay::Send;
+    }
+    let sent_to_the_group = si_code == libc::SI_KERNEL
+        && match signal {
+            libc::SIGINT
+            | libc::SIGQUIT
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGWINCH => true,
+            libc::SIGHUP | libc::SIGCONT => !placement.leads_session,
+            _ => false,
+        };
+    if sent_to_the_group {
+        return Relay::Skip(Skipped::SentToTheGroup);
+    }
+    // A shell's `fg` and `bg` send SIGCONT to the whole job's group (from a process, so it is not
+    // caught above), and the child, sharing it, has been continued already. A SIGCONT is relayed
+    // in a shared group only while the child is still stopped (someone continued r4-run alone).
+    if signal == libc::SIGCONT && !child_stopped {
+        return Relay::Skip(Skipped::ChildRunning);
+    }
+    Relay::Send
+}
+
 /// The mask set up by `block`, and what r4-run inherited, to give back to the child.
 #[derive(Clone, Copy)]
 pub struct Mask {
@@ -190,5 +266,74 @@ impl Mask {
             }
         }
         ending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libc::{SIGALRM, SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU};
+    use libc::{SIGUSR1, SIGUSR2, SIGWINCH, SI_KERNEL, SI_QUEUE, SI_TIMER, SI_TKILL, SI_USER};
+
+    const SEND: Relay = Relay::Send;
+    const GROUP: Relay = Relay::Skip(Skipped::SentToTheGroup);
+    const RUNNING: Relay = Relay::Skip(Skipped::ChildRunning);
+
+    /// (signal, si_code, shares_group, leads_session, child_stopped) -> decision.
+    #[rustfmt::skip]
+    const TABLE: &[(libc::c_int, libc::c_int, bool, bool, bool, Relay)] = &[
+        // The terminal's keys, a resize, a background read or write: to the whole foreground group.
+        (SIGINT,   SI_KERNEL, true,  false, false, GROUP),
+        (SIGINT,   SI_KERNEL, true,  true,  false, GROUP),
+        (SIGQUIT,  SI_KERNEL, true,  true,  false, GROUP),
+        (SIGTSTP,  SI_KERNEL, true,  false, false, GROUP),
+        (SIGTTIN,  SI_KERNEL, true,  false, false, GROUP),
+        (SIGTTOU,  SI_KERNEL, true,  true,  false, GROUP),
+        (SIGWINCH, SI_KERNEL, true,  true,  false, GROUP),
+        // A hang-up: to the session leader alone, to the foreground group only when the leader exits.
+        (SIGHUP,   SI_KERNEL, true,  false, false, GROUP),
+        (SIGHUP,   SI_KERNEL, true,  true,  false, SEND),
+        (SIGCONT,  SI_KERNEL, true,  false, true,  GROUP),
+        (SIGCONT,  SI_KERNEL, true,  true,  true,  SEND),
+        (SIGCONT,  SI_KERNEL, true,  true,  false, RUNNING),
+        // alarm() and setitimer(ITIMER_REAL): SI_KERNEL too, but to r4-run alone.
+        (SIGALRM,  SI_KERNEL, true,  false, false, SEND),
+        (SIGALRM,  SI_KERNEL, true,  true,  false, SEND),
+        (SIGALRM,  SI_TIMER,  true,  true,  false, SEND),
+        // Never sent by the kernel to a group; relayed whatever the origin.
+        (SIGTERM,  SI_KERNEL, true,  false, false, SEND),
+        (SIGUSR1,  SI_KERNEL, true,  false, false, SEND),
+        (SIGUSR2,  SI_KERNEL, true,  false, false, SEND),
+        // Sent by a process: aimed at r4-run.
+        (SIGINT,   SI_USER,   true,  false, false, SEND),
+        (SIGINT,   SI_QUEUE,  true,  false, false, SEND),
+        (SIGWINCH, SI_TKILL,  true,  false, false, SEND),
+        (SIGHUP,   SI_USER,   true,  false, false, SEND),
+        // A shell's fg/bg: SIGCONT from a process to the group, the child already running.
+        (SIGCONT,  SI_USER,   true,  false, false, RUNNING),
+        (SIGCONT,  SI_USER,   true,  false, true,  SEND),
+        // Some other kernel code than SI_KERNEL is not the terminal's.
+        (SIGINT,   1,         true,  false, false, SEND),
+        // The child in its own group: everything goes through r4-run.
+        (SIGINT,   SI_KERNEL, false, false, false, SEND),
+        (SIGHUP,   SI_KERNEL, false, false, false, SEND),
+        (SIGCONT,  SI_USER,   false, false, false, SEND),
+        (SIGWINCH, SI_KERNEL, false, true,  false, SEND),
+    ];
+
+    #[test]
+    fn skips_only_what_the_kernel_sent_to_the_childs_group() {
+        for &(signal, si_code, shares_group, leads_session, child_stopped, want) in TABLE {
+            let placement = Placement {
+                shares_group,
+                leads_session,
+            };
+            assert_eq!(
+                relay_decision(signal, si_code, placement, child_stopped),
+                want,
+                "{} si_code {si_code} {placement:?} child_stopped {child_stopped}",
+                name(signal)
+            );
+        }
     }
 }

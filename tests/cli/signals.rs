@@ -1,12 +1,15 @@
 //! Supervision: real signals at r4-run, a probe child that logs each one it gets, reaping as a
-//! subreaper and as PID 1, a pseudo-terminal, `--exec`, and a signal during the fetch.
+//! subreaper and as PID 1, a pseudo-terminal (keys, a hang-up, an inherited timer), `--exec`, and a
+//! signal during the fetch.
 //!
 //! Every wait is for an event: a line from the probe, a `-vvv` diagnostic of r4-run's, a request
-//! reaching the server, an exit. None decides anything by how long something took.
+//! reaching the server, an exit. None decides anything by how long something took; the one clock
+//! is the inherited timer's, which is the stimulus itself.
 
 use crate::support::{
-    children_of, env_answer, r4_run, send, server_noticing, server_with, Pty, DEADLINE,
+    children_of, env_answer, python, r4_run, send, server_noticing, server_with, Pty, DEADLINE,
 };
+use std::ffi::OsStr;
 use std::process::Stdio;
 
 /// Every relayed signal but TERM, which ends the probe; sent in this order.
@@ -261,6 +264,84 @@ async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
         "r4-run relayed the terminal's SIGINT:\n{stderr}"
     );
     assert_each_once(&r4.signal_log(), &["SIGINT", "SIGTERM"]);
+}
+
+#[tokio::test]
+async fn a_hang_up_reaches_the_child_of_a_session_leader_once() {
+    let server = server_with(&[("A", "1")]).await;
+    let pty = Pty::open();
+    let mut r4 = r4_run()
+        .against(&server.uri())
+        .arg("-vvv")
+        .signal_probe(&[])
+        .spawn_on_terminal(&pty);
+    r4.await_ready();
+    // The terminal goes away (the ssh connection drops, the window closes): the kernel sends
+    // SIGHUP and SIGCONT to the session leader alone, r4-run here, and not to the child.
+    pty.hang_up();
+    let decided = relay_decision_of(&mut r4, "SIGHUP");
+    assert!(
+        decided.contains("relaying SIGHUP"),
+        "r4-run, leading the session, kept the terminal's hang-up from the child: {decided}"
+    );
+    r4.await_line("got SIGHUP");
+    // The SIGCONT that came with it finds the child running and is not relayed.
+    let decided = relay_decision_of(&mut r4, "SIGCONT");
+    assert!(decided.contains("not relayed"), "{decided}");
+    r4.signal(libc::SIGTERM);
+    r4.await_line("got SIGTERM");
+    r4.assert_exit(0);
+    assert_each_once(&r4.signal_log(), &["SIGHUP", "SIGTERM"]);
+}
+
+/// Arms a one-shot real-time timer (`alarm`'s, or `setitimer(ITIMER_REAL)`) of argv[1] seconds
+/// with SIGALRM blocked, then execs the rest of argv: timers and the mask survive exec. r4-run
+/// hands the blocked mask on, so a SIGALRM relayed before the probe has its handlers waits for them.
+const ALARM_THEN_EXEC: &str = "import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+signal.setitimer(signal.ITIMER_REAL, float(sys.argv[1]))
+os.execv(sys.argv[2], sys.argv[2:])
+";
+
+#[tokio::test]
+async fn an_inherited_timers_alarm_reaches_the_child_on_a_terminal() {
+    let server = server_with(&[("A", "1")]).await;
+    // The timer is the stimulus, and it runs on the clock: when it fires before the command has
+    // started, r4-run drops the SIGALRM (by design, see take_pending_before_spawn) and says so, and
+    // that attempt tells nothing; the next one gives r4-run a longer head start. Each wait is still
+    // for an event: r4-run's account of what it did with the SIGALRM.
+    for seconds in ["1", "4", "16"] {
+        let pty = Pty::open();
+        let mut r4 = r4_run()
+            .against(&server.uri())
+            .arg("-vvv")
+            .exec_wrapped_in([
+                python().as_os_str(),
+                OsStr::new("-c"),
+                OsStr::new(ALARM_THEN_EXEC),
+                OsStr::new(seconds),
+            ])
+            .signal_probe(&["--unblock", "SIGALRM"])
+            .spawn_on_terminal(&pty);
+        r4.await_ready();
+        let decided = r4.await_stderr_line(|l| l.contains("SIGALRM"));
+        if decided.contains("before the command started") {
+            r4.signal(libc::SIGTERM);
+            r4.assert_exit(0);
+            continue;
+        }
+        assert!(
+            decided.contains("relaying SIGALRM"),
+            "r4-run on a terminal kept the timer's SIGALRM from the child: {decided}"
+        );
+        r4.await_line("got SIGALRM");
+        r4.signal(libc::SIGTERM);
+        r4.await_line("got SIGTERM");
+        r4.assert_exit(0);
+        assert_each_once(&r4.signal_log(), &["SIGALRM", "SIGTERM"]);
+        return;
+    }
+    panic!("the timer fired before the command started every time, even after 16 s");
 }
 
 #[tokio::test]
