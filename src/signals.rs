@@ -13,6 +13,7 @@
 //! The supervise loop then takes them one at a time with `sigtimedwait`.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Every signal relayed to the child, with its name for messages. TSTP, TTIN and TTOU are the
@@ -149,9 +150,42 @@ pub struct Mask {
     /// would never see the child's status). r4-run sets it back to SIG_DFL for itself and ignores
     /// it again in the child, so the child sees what it would have without r4-run.
     pub chld_was_ignored: bool,
+    /// Whether SIGPIPE was inherited as SIG_IGN (systemd's default for services, `trap '' PIPE`).
+    /// The Rust runtime ignores SIGPIPE at start-up whatever it inherited, and std sets it back to
+    /// SIG_DFL in every child it starts; the child gets SIG_IGN again if that is what r4-run got.
+    pub pipe_was_ignored: bool,
 }
 
 static MASK: OnceLock<Mask> = OnceLock::new();
+
+const NOT_RECORDED: u8 = 0;
+const DEFAULT: u8 = 1;
+const IGNORED: u8 = 2;
+
+/// SIGPIPE's disposition as the process was started, before std's start-up changed it.
+static SIGPIPE_AT_START: AtomicU8 = AtomicU8::new(NOT_RECORDED);
+
+/// Records the signal dispositions the process was started with, before std's runtime start-up
+/// changes SIGPIPE's. main.rs runs it from an `.init_array` constructor (before `main` and std's
+/// start-up); where the platform has none it is never called, and the child gets SIGPIPE at the
+/// default, as from any Rust program. Only a sigaction query and an atomic store: sound that early.
+pub extern "C" fn record_inherited_dispositions() {
+    if let Some(ignored) = is_ignored(libc::SIGPIPE) {
+        SIGPIPE_AT_START.store(if ignored { IGNORED } else { DEFAULT }, Ordering::Relaxed);
+    }
+}
+
+/// Whether `signal` is SIG_IGN right now (None if the query failed).
+fn is_ignored(signal: libc::c_int) -> Option<bool> {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only queries; `old` is writable storage for one sigaction.
+    if unsafe { libc::sigaction(signal, std::ptr::null(), old.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: sigaction succeeded and filled `old`.
+    let old = unsafe { old.assume_init() };
+    Some(old.sa_sigaction == libc::SIG_IGN)
+}
 
 /// Blocks the relayed signals and SIGCHLD in the calling thread; idempotent. Call it first thing in
 /// the main thread, before any other thread exists.
@@ -169,6 +203,7 @@ pub fn block() -> &'static Mask {
             waited,
             inherited,
             chld_was_ignored: reset_sigchld(),
+            pipe_was_ignored: SIGPIPE_AT_START.load(Ordering::Relaxed) == IGNORED,
         }
     })
 }
@@ -189,15 +224,7 @@ fn waited_set() -> libc::sigset_t {
 /// left as inherited: r4-run installs no handler and sets nothing to SIG_IGN, because ignored
 /// dispositions survive exec and the child must get every signal it would get without us.
 fn reset_sigchld() -> bool {
-    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
-    // SAFETY: a null new action only queries; `old` is writable storage for one sigaction.
-    let rc = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), old.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: sigaction succeeded and filled `old`.
-    let old = unsafe { old.assume_init() };
-    if old.sa_sigaction != libc::SIG_IGN {
+    if is_ignored(libc::SIGCHLD) != Some(true) {
         return false;
     }
     set_disposition(libc::SIGCHLD, libc::SIG_DFL);
@@ -210,9 +237,9 @@ fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
 }
 
 impl Mask {
-    /// Gives the child, between fork and exec, the mask and SIGCHLD disposition r4-run inherited.
-    /// std has already emptied the mask and reset SIGPIPE (which the Rust runtime ignores) to
-    /// SIG_DFL by then; this runs after that. Only async-signal-safe calls.
+    /// Gives the child, between fork and exec, the mask and the SIGCHLD and SIGPIPE dispositions
+    /// r4-run inherited. std has already emptied the mask and reset SIGPIPE (which the Rust runtime
+    /// ignores) to SIG_DFL by then; this runs after that. Only async-signal-safe calls.
     pub fn restore_in_child(&self) -> std::io::Result<()> {
         // SAFETY: `self.inherited` is an initialised sigset_t; a null old-set pointer is allowed.
         let rc = unsafe {
@@ -223,6 +250,9 @@ impl Mask {
         }
         if self.chld_was_ignored {
             set_disposition(libc::SIGCHLD, libc::SIG_IGN);
+        }
+        if self.pipe_was_ignored {
+            set_disposition(libc::SIGPIPE, libc::SIG_IGN);
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Supervision: real signals at r4-run, a probe child that logs each one it gets, reaping as a
-//! subreaper and as PID 1, a pseudo-terminal (keys, a hang-up, an inherited timer), `--exec`, and a
-//! signal during the fetch.
+//! subreaper and as PID 1, a pseudo-terminal (keys, a hang-up, an inherited timer), `--exec`, the
+//! signal dispositions the child inherits, and a signal during the fetch.
 //!
 //! Every wait is for an event: a line from the probe, a `-vvv` diagnostic of r4-run's, a request
 //! reaching the server, an exit. None decides anything by how long something took; the one clock
@@ -342,6 +342,46 @@ async fn an_inherited_timers_alarm_reaches_the_child_on_a_terminal() {
         return;
     }
     panic!("the timer fired before the command started every time, even after 16 s");
+}
+
+/// Whether SIGPIPE is in the SigIgn line of a `cat /proc/self/status` output.
+fn sigpipe_ignored(status: &str) -> bool {
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .expect("a SigIgn line");
+    let bits = u64::from_str_radix(ignored.trim(), 16).unwrap();
+    bits & (1 << (libc::SIGPIPE - 1)) != 0
+}
+
+#[tokio::test]
+async fn the_child_gets_sigpipe_as_r4_run_got_it() {
+    // systemd starts services with SIGPIPE ignored (IgnoreSIGPIPE=yes); the Rust runtime ignores
+    // it in r4-run whatever it inherited, and std sets it back to the default in every child: the
+    // child must get what r4-run was given, with and without --exec.
+    let server = server_with(&[("A", "1")]).await;
+    for exec in [false, true] {
+        for ignored in [false, true] {
+            let mut run = r4_run().against(&server.uri());
+            if exec {
+                run = run.arg("--exec");
+            }
+            if ignored {
+                run = run.ignoring(libc::SIGPIPE);
+            }
+            let ran = run
+                .args(["--", "cat", "/proc/self/status"])
+                .run_async()
+                .await;
+            ran.assert_code(0);
+            assert_eq!(
+                sigpipe_ignored(&ran.stdout()),
+                ignored,
+                "exec {exec}: r4-run started with SIGPIPE ignored {ignored}; the child's status:\n{}",
+                ran.stdout()
+            );
+        }
+    }
 }
 
 #[tokio::test]
