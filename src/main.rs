@@ -29,6 +29,8 @@ static RECORD_INHERITED_DISPOSITIONS: extern "C" fn() =
     r4_run::signals::record_inherited_dispositions;
 
 fn main() -> ExitCode {
+    // Before anything reads the key: a crash or abort from here on dumps nothing.
+    r4_run::hardening::forbid_dumping();
     r4_run::wipe_alloc::configure_from_env();
     let outcome = r4_run::run(std::env::args_os());
     if let Some(error) = outcome.error() {
