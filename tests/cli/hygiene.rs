@@ -61,24 +61,21 @@ fn start_supervising(api: &Emulator, extra_env: &[(&str, &str)]) -> (Child, u32)
     (r4, child_pid)
 }
 
-/// r4-run sleeps only once it is waiting for the child, after every drop and wipe.
+/// Waits until r4-run's main thread is blocked in the supervise loop's `sigtimedwait`, which it
+/// enters only after every drop and wipe. (Merely asleep is not enough: it may sleep elsewhere on
+/// the way, in a lock or a write.) No event tells this; bounded polling of the state does.
 fn wait_until_blocked(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        if state == "S" {
+        // "NR args… sp pc" while blocked in syscall NR, "running" while running.
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap();
+        let nr = syscall.split_whitespace().next().unwrap_or("");
+        if nr.parse::<libc::c_long>() == Ok(libc::SYS_rt_sigtimedwait) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "r4-run never settled (state {state})"
+            "r4-run never reached its supervise loop (/proc/{pid}/syscall: {syscall})"
         );
         std::thread::yield_now();
     }
