@@ -1,6 +1,7 @@
 //! What r4-run does to its own process so that, once the child runs, no secret is left in it:
 //! scrubbing the API key from our own environment block, wiping the stack the fetch used, and turning
-//! core dumps off. See docs/security.md for the threat model and what cannot be covered.
+//! core dumps off (dumpability from the start, the core-size limit once the child is started). See
+//! docs/security.md for the threat model and what cannot be covered.
 
 use crate::wipe_alloc::wipe;
 use std::ffi::CStr;
@@ -61,16 +62,23 @@ pub fn wipe_used_stack() {
     std::hint::black_box(&mut region);
 }
 
-/// Core dumps off for r4-run itself (not for the child, which was started before this): a crash
-/// dump or a debugger attach by another user must find nothing. Failure is harmless and ignored.
+/// Makes r4-run non-dumpable (`PR_SET_DUMPABLE` 0) before it reads the key: no core dump, and no
+/// `/proc/PID/mem` or ptrace attach without `CAP_SYS_PTRACE`, even if it aborts during the fetch
+/// (release builds abort on panic). The child is unaffected: exec makes a process dumpable again.
+/// Failure is harmless and ignored.
+pub fn forbid_dumping() {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+/// The core-size limit to 0 for r4-run itself, once the child is started: the child inherits
+/// resource limits (unlike dumpability), so setting it earlier would take its core dumps away.
+/// Failure is harmless and ignored.
 pub fn forbid_core_dumps() {
     let zero = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: setrlimit reads the struct we pass; prctl(PR_SET_DUMPABLE, 0) takes plain integers.
-    unsafe {
-        libc::setrlimit(libc::RLIMIT_CORE, &zero);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    }
+    // SAFETY: setrlimit reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
 }

@@ -33,6 +33,9 @@ pub struct Mode {
     /// (a process manager killing the group, Ctrl-C in a shell with stdin redirected) reaches the
     /// child once, through us, and not also directly.
     pub shares_group: bool,
+    /// r4-run leads its session (`setsid`, `ssh -t host r4-run`, a tmux command, `docker run -t`):
+    /// when its terminal hangs up, the kernel sends SIGHUP and SIGCONT to r4-run alone.
+    pub leads_session: bool,
     /// Make r4-run a child subreaper (`--subreaper`): orphans of the child's descendants are
     /// re-parented to r4-run and reaped by it, as if it were PID 1.
     pub subreaper: bool,
@@ -45,7 +48,16 @@ impl Mode {
         Self {
             pid1,
             shares_group: terminal_involved(),
+            // SAFETY: getsid(0) and getpid have no preconditions.
+            leads_session: unsafe { libc::getsid(0) == libc::getpid() },
             subreaper,
+        }
+    }
+
+    fn placement(&self) -> signals::Placement {
+        signals::Placement {
+            shares_group: self.shares_group,
+            leads_session: self.leads_session,
         }
     }
 
@@ -171,11 +183,16 @@ pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
     let mask = signals::block();
     verbose!(
         2,
-        "supervising pid {child}: {}{}",
+        "supervising pid {child}: {}{}{}",
         if mode.shares_group {
             "in r4-run's process group (terminal)"
         } else {
             "in its own process group"
+        },
+        if mode.leads_session {
+            ", r4-run leads its session"
+        } else {
+            ""
         },
         if mode.pid1 { ", r4-run is PID 1" } else { "" }
     );
@@ -270,37 +287,31 @@ fn reap(child: libc::pid_t, mode: Mode) -> Reaped {
     Reaped::Running
 }
 
-/// Sends a relayed signal on to the child, unless it already got it.
+/// Sends a relayed signal on to the child, unless it already got it (`signals::relay_decision`).
 fn relay(child: libc::pid_t, signal: libc::c_int, info: &libc::siginfo_t, mode: Mode) {
     let name = signals::name(signal);
-    // si_code > 0 (SI_KERNEL) means the kernel generated the signal, not a process: for these
-    // signals that is the terminal (Ctrl-C, Ctrl-\, Ctrl-Z, a resize, a hang-up, a background read)
-    // or an orphaned group's HUP+CONT, and the kernel sends all of them to a whole process group. When
-    // the child shares ours, it got this one already: relaying would deliver it twice (uv's child.rs
-    // reasons the same for SIGINT). Signals sent by a process (kill, docker stop: SI_USER, SI_QUEUE,
-    // SI_TKILL, all <= 0) were aimed at r4-run and are relayed.
-    let from_kernel = info.si_code > 0;
-    if mode.shares_group && from_kernel {
-        verbose!(
-            3,
-            "{name} from the terminal reached the command directly; not relayed"
-        );
-        return;
+    let child_stopped = signal == libc::SIGCONT && is_stopped(child);
+    match signals::relay_decision(signal, info.si_code, mode.placement(), child_stopped) {
+        signals::Relay::Skip(signals::Skipped::SentToTheGroup) => {
+            verbose!(
+                3,
+                "{name} from the terminal reached the command directly; not relayed"
+            );
+        }
+        signals::Relay::Skip(signals::Skipped::ChildRunning) => {
+            verbose!(3, "{name}: the command is already running; not relayed");
+        }
+        signals::Relay::Send => {
+            // To the child alone, not its group (tini's default): a child that manages its own
+            // children (a shell with jobs, a process manager) passes signals on as it sees fit, and
+            // its children get each signal once, from it. A `sh -c` wrapper should `exec` its
+            // command.
+            verbose!(3, "relaying {name} to pid {child}");
+            // SAFETY: kill with a pid we spawned (still a child of ours until reaped, so not
+            // reused) and a valid signal number.
+            unsafe { libc::kill(child, signal) };
+        }
     }
-    // A shell's `fg` and `bg` send SIGCONT to the whole job's group, so the child, sharing it, has
-    // been continued already. Relay SIGCONT in a shared group only when the child is still stopped
-    // (someone continued r4-run alone).
-    if signal == libc::SIGCONT && mode.shares_group && !is_stopped(child) {
-        verbose!(3, "SIGCONT: the command is already running; not relayed");
-        return;
-    }
-    // To the child alone, not its group (tini's default): a child that manages its own children
-    // (a shell with jobs, a process manager) passes signals on as it sees fit, and its children get
-    // each signal once, from it. A `sh -c` wrapper should `exec` its command.
-    verbose!(3, "relaying {name} to pid {child}");
-    // SAFETY: kill with a pid we spawned (still a child of ours until reaped, so not reused) and a
-    // valid signal number.
-    unsafe { libc::kill(child, signal) };
 }
 
 /// Whether the process is stopped right now (state T in /proc).

@@ -2,7 +2,10 @@
 //! its heap (live or freed), stack, argv or environ, and never in its messages.
 
 use crate::support::emulator::Emulator;
-use crate::support::{bin, corpus, r4_run, KEY, KEY_SECRET_PART, PROJECT};
+use crate::support::{
+    bin, corpus, env_answer, r4_run, send, server_noticing, server_with, DEADLINE, KEY,
+    KEY_SECRET_PART, PROJECT,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::process::{Child, Command, Stdio};
@@ -58,24 +61,21 @@ fn start_supervising(api: &Emulator, extra_env: &[(&str, &str)]) -> (Child, u32)
     (r4, child_pid)
 }
 
-/// r4-run sleeps only once it is waiting for the child, after every drop and wipe.
+/// Waits until r4-run's main thread is blocked in the supervise loop's `sigtimedwait`, which it
+/// enters only after every drop and wipe. (Merely asleep is not enough: it may sleep elsewhere on
+/// the way, in a lock or a write.) No event tells this; bounded polling of the state does.
 fn wait_until_blocked(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        if state == "S" {
+        // "NR args… sp pc" while blocked in syscall NR, "running" while running.
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap();
+        let nr = syscall.split_whitespace().next().unwrap_or("");
+        if nr.parse::<libc::c_long>() == Ok(libc::SYS_rt_sigtimedwait) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "r4-run never settled (state {state})"
+            "r4-run never reached its supervise loop (/proc/{pid}/syscall: {syscall})"
         );
         std::thread::yield_now();
     }
@@ -204,4 +204,105 @@ fn the_most_verbose_output_names_no_value_and_no_key() {
         );
     }
     assert!(!err.contains(KEY_SECRET_PART));
+}
+
+/// The owner of `/proc/PID/status`: root when the process is not dumpable, else the process's
+/// effective uid. (Not `/proc/PID` itself: the kernel keeps world-readable directories owned by the
+/// effective uid whatever the dumpability.)
+fn proc_owner(pid: i32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/status"))
+        .unwrap()
+        .uid()
+}
+
+/// The soft and hard "Max core file size" of a process, from `/proc/PID/limits`.
+fn core_limit(pid: &str) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max core file size"))
+        .expect("a core size line");
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Who r4-run runs as in the dumpability test: dumpability shows in `/proc/PID`'s owner only for
+/// a process that is not root's. As root that is uid/gid 65534, if it can read and run the
+/// binary (a binary it cannot read is started non-dumpable whatever r4-run does, and the test
+/// could not fail); otherwise the test's own user. Err: why it cannot be done here.
+fn unprivileged_user() -> Result<(u32, u32), String> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid != 0 {
+        return Ok((uid, gid));
+    }
+    let reachable = Command::new("sh")
+        .args(["-c", r#"test -r "$0" && test -x "$0""#])
+        .arg(bin())
+        .uid(65534)
+        .gid(65534)
+        .status();
+    match reachable {
+        Ok(status) if status.success() => Ok((65534, 65534)),
+        Ok(_) => Err(format!("uid 65534 cannot read and run {}", bin().display())),
+        Err(e) => Err(format!("cannot start a process as uid 65534: {e}")),
+    }
+}
+
+#[tokio::test]
+async fn r4_run_is_never_dumpable_and_its_child_is() {
+    let (uid, gid) = match unprivileged_user() {
+        Ok(user) => user,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    // During the fetch, with the key in memory: the answer is held back for a minute.
+    let answer = wiremock::ResponseTemplate::new(200)
+        .set_body_json(env_answer(&[("A", "1")]))
+        .set_delay(Duration::from_secs(60));
+    let (server, arrived) = server_noticing(answer).await;
+    let mut r4 = r4_run()
+        .against(&server.uri())
+        .user(uid, gid)
+        .args(["--timeout", "120", "--", "true"])
+        .spawn();
+    arrived
+        .recv_timeout(DEADLINE)
+        .expect("the request reached the server");
+    assert_eq!(
+        proc_owner(r4.pid()),
+        0,
+        "r4-run (uid {uid}) is dumpable while it fetches"
+    );
+    r4.signal(libc::SIGTERM);
+    r4.assert_exit(143);
+
+    // Supervising: r4-run still is not dumpable and has a core-size limit of 0; the child is
+    // dumpable, with the limit r4-run was started with.
+    let server = server_with(&[("A", "1")]).await;
+    let mut r4 = r4_run()
+        .against(&server.uri())
+        .user(uid, gid)
+        .args(["-vv", "--", "sh", "-c", "echo $$; exec sleep 120"])
+        .spawn();
+    let child: i32 = r4.await_line("").trim().parse().expect("the child's pid");
+    r4.probe_pid = Some(child);
+    // Said once r4-run has done everything it does after the spawn.
+    r4.await_stderr_line(|l| l.contains("supervising pid"));
+    assert_eq!(
+        proc_owner(r4.pid()),
+        0,
+        "r4-run is dumpable while it supervises"
+    );
+    assert_eq!(core_limit(&r4.pid().to_string()), "0 0");
+    assert_eq!(proc_owner(child), uid, "the child is not dumpable");
+    assert_eq!(core_limit(&child.to_string()), core_limit("self"));
+    send(child, libc::SIGKILL);
+    r4.assert_exit(137);
 }

@@ -1,11 +1,15 @@
 //! Supervision: real signals at r4-run, a probe child that logs each one it gets, reaping as a
-//! subreaper and as PID 1, a pseudo-terminal, `--exec`, and a
-//! signal during the fetch.
+//! subreaper and as PID 1, a pseudo-terminal (keys, a hang-up, an inherited timer), `--exec`, the
+//! signal dispositions the child inherits, and a signal during the fetch.
+//!
+//! Every wait is for an event: a line from the probe, a `-vvv` diagnostic of r4-run's, a request
+//! reaching the server, an exit. None decides anything by how long something took; the one clock
+//! is the inherited timer's, which is the stimulus itself.
 
 use crate::support::{
-    await_line, children_of, env_answer, line_reader, r4_run, send, server_answering, server_with,
-    DEADLINE,
+    children_of, env_answer, python, r4_run, send, server_noticing, server_with, Pty, DEADLINE,
 };
+use std::ffi::OsStr;
 use std::process::Stdio;
 
 /// Every relayed signal but TERM, which ends the probe; sent in this order.
@@ -120,16 +124,13 @@ async fn a_subreaper_reaps_orphans_and_exits_with_the_main_childs_status() {
     let server = server_with(&[("A", "1")]).await;
     let mut r4 = r4_run()
         .against(&server.uri())
-        .arg("--subreaper")
+        .args(["-vvv", "--subreaper"])
         .signal_probe(&["--orphan", "--term", "exit:7"])
         .spawn();
-    // The probe makes an orphan and watches it: re-parented to r4-run, then reaped (gone from /proc).
-    let line = r4.await_line("orphan ");
-    assert_eq!(
-        line,
-        format!("orphan {} reaped", r4.pid()),
-        "the orphan was not re-parented to r4-run and reaped"
-    );
+    // The probe makes an orphan: re-parented to r4-run, which reaps it when it exits.
+    let (orphan, parent) = r4.await_orphan();
+    assert_eq!(parent, r4.pid(), "the orphan was not re-parented to r4-run");
+    r4.await_stderr_line(|l| l.ends_with(&format!("reaped orphan pid {orphan}")));
     r4.await_ready();
     let zombies: Vec<_> = children_of(r4.pid())
         .into_iter()
@@ -146,10 +147,12 @@ async fn the_subreaper_flag_also_comes_from_the_environment() {
     let mut r4 = r4_run()
         .against(&server.uri())
         .env("R4_RUN_SUBREAPER", "1")
+        .arg("-vvv")
         .signal_probe(&["--orphan"])
         .spawn();
-    let line = r4.await_line("orphan ");
-    assert_eq!(line, format!("orphan {} reaped", r4.pid()));
+    let (orphan, parent) = r4.await_orphan();
+    assert_eq!(parent, r4.pid(), "the orphan was not re-parented to r4-run");
+    r4.await_stderr_line(|l| l.ends_with(&format!("reaped orphan pid {orphan}")));
     r4.signal(libc::SIGTERM);
     r4.assert_exit(0);
 }
@@ -182,11 +185,13 @@ async fn as_pid_1_it_reaps_orphans_and_relays_term_and_int() {
         .against(&server.uri())
         // --kill-child: should the test fail, killing unshare takes the whole namespace down.
         .wrapped_in(["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"])
+        .arg("-vvv")
         .signal_probe(&["--orphan"])
         .spawn();
-    // Inside the namespace the orphan's new parent is PID 1: r4-run.
-    let line = r4.await_line("orphan ");
-    assert_eq!(line, "orphan 1 reaped");
+    // Inside the namespace the orphan's new parent is PID 1: r4-run, which reaps it.
+    let (orphan, parent) = r4.await_orphan();
+    assert_eq!(parent, 1, "the orphan was not re-parented to PID 1");
+    r4.await_stderr_line(|l| l.ends_with(&format!("reaped orphan pid {orphan}")));
     r4.await_ready();
     // r4-run as seen from outside: unshare's only child.
     let inner = children_of(r4.pid());
@@ -221,93 +226,162 @@ async fn exec_replaces_r4_run_by_the_command() {
     assert_each_once(&r4.signal_log(), &["SIGUSR1", "SIGTERM"]);
 }
 
+/// The diagnostic r4-run gives at `-vvv` about what it did with `name`: "relaying NAME to pid N",
+/// or "NAME …; not relayed". Each is an event: the wait ends as soon as r4-run has decided.
+#[track_caller]
+fn relay_decision_of(r4: &mut crate::support::Spawned, name: &str) -> String {
+    r4.await_stderr_line(|l| l.contains(name) && l.contains("relay"))
+}
+
 #[tokio::test]
 async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::process::CommandExt;
-
     let server = server_with(&[("A", "1")]).await;
-    let run = r4_run()
+    let pty = Pty::open();
+    let mut r4 = r4_run()
         .against(&server.uri())
         .arg("-vvv")
-        .signal_probe(&[]);
-    let log = run.signal_log();
-    let mut cmd = run.command_to_start();
-
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into the given ints; the other arguments may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty just opened both; each is owned once from here on.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    // SAFETY: between fork and exec, only async-signal-safe calls: a new session whose controlling
-    // terminal is the pty (stdin), so r4-run's group is the terminal's foreground group, as in a shell.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("r4-run starts");
-    // Only r4-run and the probe may hold the terminal now: the master reads EOF once they are gone.
-    drop(cmd);
-    drop(slave);
-    let mut writer = std::fs::File::from(master.try_clone().unwrap());
-    let lines = line_reader(std::fs::File::from(master));
-    let mut seen = Vec::new();
-    let ready = await_line(&lines, "ready ", &mut seen);
-    let probe: i32 = ready.rsplit(' ').next().unwrap().parse().unwrap();
-
+        .signal_probe(&[])
+        .spawn_on_terminal(&pty);
+    r4.await_ready();
     // Ctrl-C: the terminal sends SIGINT to the foreground group, child and r4-run alike. r4-run
     // must not relay its copy.
-    use std::io::Write;
-    writer.write_all(b"\x03").unwrap();
-    await_line(&lines, "got SIGINT", &mut seen);
-    // TERM from a process is relayed; INT would be handled first if r4-run were relaying it.
-    send(child.id() as i32, libc::SIGTERM);
-    await_line(&lines, "got SIGTERM", &mut seen);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id() as i32;
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let Ok(status) = rx.recv_timeout(DEADLINE) else {
-        send(probe, libc::SIGKILL);
-        send(pid, libc::SIGKILL);
-        panic!("r4-run did not exit in time; saw {seen:?}");
-    };
-    assert_eq!(status.unwrap().code(), Some(0), "saw {seen:?}");
-    // The rest of the terminal's output, r4-run's -vvv diagnostics among it.
-    while let Ok(line) = lines.recv_timeout(DEADLINE) {
-        seen.push(line);
-    }
+    pty.type_keys(b"\x03");
+    r4.await_line("got SIGINT");
     // Two SIGINTs close together can merge into one pending signal in the child, so the log alone
     // cannot always tell a relayed duplicate; r4-run's own account can.
+    let decided = relay_decision_of(&mut r4, "SIGINT");
     assert!(
-        seen.iter()
-            .any(|l| l.contains("SIGINT from the terminal") && l.contains("not relayed")),
-        "r4-run did not see the terminal's SIGINT; saw {seen:?}"
+        decided.contains("SIGINT from the terminal") && decided.contains("not relayed"),
+        "r4-run relayed the terminal's SIGINT: {decided}"
     );
+    // TERM from a process is relayed.
+    r4.signal(libc::SIGTERM);
+    r4.await_line("got SIGTERM");
+    let (status, stderr) = r4.wait();
+    assert_eq!(status.code(), Some(0), "{status}; stderr:\n{stderr}");
     assert!(
-        !seen.iter().any(|l| l.contains("relaying SIGINT")),
-        "r4-run relayed the terminal's SIGINT; saw {seen:?}"
+        !stderr.contains("relaying SIGINT"),
+        "r4-run relayed the terminal's SIGINT:\n{stderr}"
     );
-    let logged = std::fs::read_to_string(&log).unwrap();
-    let logged: Vec<String> = logged.lines().map(str::to_owned).collect();
-    assert_each_once(&logged, &["SIGINT", "SIGTERM"]);
+    assert_each_once(&r4.signal_log(), &["SIGINT", "SIGTERM"]);
+}
+
+#[tokio::test]
+async fn a_hang_up_reaches_the_child_of_a_session_leader_once() {
+    let server = server_with(&[("A", "1")]).await;
+    let pty = Pty::open();
+    let mut r4 = r4_run()
+        .against(&server.uri())
+        .arg("-vvv")
+        .signal_probe(&[])
+        .spawn_on_terminal(&pty);
+    r4.await_ready();
+    // The terminal goes away (the ssh connection drops, the window closes): the kernel sends
+    // SIGHUP and SIGCONT to the session leader alone, r4-run here, and not to the child.
+    pty.hang_up();
+    let decided = relay_decision_of(&mut r4, "SIGHUP");
+    assert!(
+        decided.contains("relaying SIGHUP"),
+        "r4-run, leading the session, kept the terminal's hang-up from the child: {decided}"
+    );
+    r4.await_line("got SIGHUP");
+    // The SIGCONT that came with it finds the child running and is not relayed.
+    let decided = relay_decision_of(&mut r4, "SIGCONT");
+    assert!(decided.contains("not relayed"), "{decided}");
+    r4.signal(libc::SIGTERM);
+    r4.await_line("got SIGTERM");
+    r4.assert_exit(0);
+    assert_each_once(&r4.signal_log(), &["SIGHUP", "SIGTERM"]);
+}
+
+/// Arms a one-shot real-time timer (`alarm`'s, or `setitimer(ITIMER_REAL)`) of argv[1] seconds
+/// with SIGALRM blocked, then execs the rest of argv: timers and the mask survive exec. r4-run
+/// hands the blocked mask on, so a SIGALRM relayed before the probe has its handlers waits for them.
+const ALARM_THEN_EXEC: &str = "import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+signal.setitimer(signal.ITIMER_REAL, float(sys.argv[1]))
+os.execv(sys.argv[2], sys.argv[2:])
+";
+
+#[tokio::test]
+async fn an_inherited_timers_alarm_reaches_the_child_on_a_terminal() {
+    let server = server_with(&[("A", "1")]).await;
+    // The timer is the stimulus, and it runs on the clock: when it fires before the command has
+    // started, r4-run drops the SIGALRM (by design, see take_pending_before_spawn) and says so, and
+    // that attempt tells nothing; the next one gives r4-run a longer head start. Each wait is still
+    // for an event: r4-run's account of what it did with the SIGALRM.
+    for seconds in ["1", "4", "16"] {
+        let pty = Pty::open();
+        let mut r4 = r4_run()
+            .against(&server.uri())
+            .arg("-vvv")
+            .exec_wrapped_in([
+                python().as_os_str(),
+                OsStr::new("-c"),
+                OsStr::new(ALARM_THEN_EXEC),
+                OsStr::new(seconds),
+            ])
+            .signal_probe(&["--unblock", "SIGALRM"])
+            .spawn_on_terminal(&pty);
+        r4.await_ready();
+        let decided = r4.await_stderr_line(|l| l.contains("SIGALRM"));
+        if decided.contains("before the command started") {
+            r4.signal(libc::SIGTERM);
+            r4.assert_exit(0);
+            continue;
+        }
+        assert!(
+            decided.contains("relaying SIGALRM"),
+            "r4-run on a terminal kept the timer's SIGALRM from the child: {decided}"
+        );
+        r4.await_line("got SIGALRM");
+        r4.signal(libc::SIGTERM);
+        r4.await_line("got SIGTERM");
+        r4.assert_exit(0);
+        assert_each_once(&r4.signal_log(), &["SIGALRM", "SIGTERM"]);
+        return;
+    }
+    panic!("the timer fired before the command started every time, even after 16 s");
+}
+
+/// Whether SIGPIPE is in the SigIgn line of a `cat /proc/self/status` output.
+fn sigpipe_ignored(status: &str) -> bool {
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .expect("a SigIgn line");
+    let bits = u64::from_str_radix(ignored.trim(), 16).unwrap();
+    bits & (1 << (libc::SIGPIPE - 1)) != 0
+}
+
+#[tokio::test]
+async fn the_child_gets_sigpipe_as_r4_run_got_it() {
+    // systemd starts services with SIGPIPE ignored (IgnoreSIGPIPE=yes); the Rust runtime ignores
+    // it in r4-run whatever it inherited, and std sets it back to the default in every child: the
+    // child must get what r4-run was given, with and without --exec.
+    let server = server_with(&[("A", "1")]).await;
+    for exec in [false, true] {
+        for ignored in [false, true] {
+            let mut run = r4_run().against(&server.uri());
+            if exec {
+                run = run.arg("--exec");
+            }
+            if ignored {
+                run = run.ignoring(libc::SIGPIPE);
+            }
+            let ran = run
+                .args(["--", "cat", "/proc/self/status"])
+                .run_async()
+                .await;
+            ran.assert_code(0);
+            assert_eq!(
+                sigpipe_ignored(&ran.stdout()),
+                ignored,
+                "exec {exec}: r4-run started with SIGPIPE ignored {ignored}; the child's status:\n{}",
+                ran.stdout()
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -315,23 +389,15 @@ async fn term_during_the_fetch_ends_r4_run_without_starting_the_command() {
     let answer = wiremock::ResponseTemplate::new(200)
         .set_body_json(env_answer(&[("A", "1")]))
         .set_delay(std::time::Duration::from_secs(60));
-    let server = server_answering(answer).await;
+    let (server, arrived) = server_noticing(answer).await;
     let mut r4 = r4_run()
         .against(&server.uri())
         .args(["--timeout", "120"])
         .signal_probe(&[])
         .spawn();
-    // No event tells that the request arrived; poll the mock server, bounded.
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(std::time::Instant::now() < deadline, "r4-run never fetched");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    arrived
+        .recv_timeout(DEADLINE)
+        .expect("the request reached the server");
     // The answer would take a minute and the deadline is two: only the signal can end this soon
     // (assert_exit gives up after DEADLINE, 20 s).
     r4.signal(libc::SIGTERM);

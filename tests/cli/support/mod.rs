@@ -46,6 +46,12 @@ pub struct R4Run {
     dir: tempfile::TempDir,
     probe: bool,
     wrapper: Vec<OsString>,
+    /// The wrapper execs r4-run (so r4-run's pid is the wrapper's, and the probe is our grandchild).
+    wrapper_execs: bool,
+    /// Run r4-run as this uid and gid.
+    user: Option<(u32, u32)>,
+    /// Signals r4-run is started with ignored (SIG_IGN), as a caller like systemd would start it.
+    ignored: Vec<libc::c_int>,
 }
 
 pub fn r4_run() -> R4Run {
@@ -60,6 +66,9 @@ pub fn r4_run() -> R4Run {
         dir: tempfile::tempdir().unwrap(),
         probe: false,
         wrapper: Vec::new(),
+        wrapper_execs: false,
+        user: None,
+        ignored: Vec::new(),
     }
 }
 
@@ -99,13 +108,49 @@ impl R4Run {
         self.dir.path()
     }
 
-    pub fn run(mut self) -> Ran {
-        let output = if self.wrapper.is_empty() {
-            self.cmd.output()
-        } else {
-            self.command_to_start().output()
+    /// Starts r4-run as this user and group (setgid, then setuid, before exec).
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Starts r4-run with `signal` ignored (std resets SIGPIPE to the default in every child it
+    /// starts: this sets it to SIG_IGN again, after that, as a caller's `trap '' PIPE` would).
+    pub fn ignoring(mut self, signal: libc::c_int) -> Self {
+        self.ignored.push(signal);
+        self
+    }
+
+    /// Applies `user` and `ignoring` to a command that starts r4-run (or its wrapper).
+    fn set_up_start(&self, cmd: &mut Command) {
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
         }
-        .expect("r4-run starts");
+        let ignored = self.ignored.clone();
+        if !ignored.is_empty() {
+            // SAFETY: between fork and exec, only signal(), which is async-signal-safe; the
+            // vector was allocated before the fork and is only read.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &signal in &ignored {
+                        if libc::signal(signal, libc::SIG_IGN) == libc::SIG_ERR {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    pub fn run(mut self) -> Ran {
+        let mut cmd = if self.wrapper.is_empty() {
+            std::mem::replace(&mut self.cmd, Command::new(bin()))
+        } else {
+            self.command_to_start()
+        };
+        self.set_up_start(&mut cmd);
+        let output = cmd.output().expect("r4-run starts");
         let ran_child = self.probe && output.status.code() == Some(0);
         let child_env = ran_child.then(|| parse_env0(&output.stdout));
         Ran {
@@ -119,6 +164,14 @@ impl R4Run {
     pub fn wrapped_in<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, wrapper: I) -> Self {
         self.wrapper = wrapper.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Runs r4-run through a wrapper that sets something up and then execs r4-run in its place
+    /// (`sh -c '...; exec "$@"'`): r4-run keeps the wrapper's pid.
+    pub fn exec_wrapped_in<I: IntoIterator<Item = S>, S: Into<OsString>>(self, wrapper: I) -> Self {
+        let mut run = self.wrapped_in(wrapper);
+        run.wrapper_execs = true;
+        run
     }
 
     /// Runs the signal probe (probe.py) as the command, logging to `signals.log` in the tempdir,
@@ -137,18 +190,50 @@ impl R4Run {
     /// Starts r4-run in its own process group (so a terminal the tests run in plays no part), stdin
     /// from /dev/null, stdout read line by line, stderr kept.
     pub fn spawn(self) -> Spawned {
-        let wrapped = !self.wrapper.is_empty();
         let mut cmd = self.command_to_start();
         cmd.process_group(0);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        self.start(cmd)
+    }
+
+    /// Starts r4-run as a session leader whose controlling terminal is `pty` (stdin), as
+    /// `ssh -t host r4-run …`, `setsid` or a tmux command would; stdout and stderr are pipes, read
+    /// as for `spawn` (so nothing the test waits for passes through the terminal, whose Ctrl-C
+    /// flushes what is not yet read).
+    pub fn spawn_on_terminal(self, pty: &Pty) -> Spawned {
+        let mut cmd = self.command_to_start();
+        cmd.stdin(pty.slave.try_clone().unwrap());
+        // SAFETY: between fork and exec, only async-signal-safe calls: a new session whose
+        // controlling terminal is the pty (stdin), so r4-run's group is the terminal's foreground
+        // group, as in a shell.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.start(cmd)
+    }
+
+    fn start(self, mut cmd: Command) -> Spawned {
+        let wrapped = !self.wrapper.is_empty() && !self.wrapper_execs;
+        self.set_up_start(&mut cmd);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("r4-run starts");
         let lines = line_reader(child.stdout.take().unwrap());
-        let mut stderr = child.stderr.take().unwrap();
+        let (err_tx, err_lines) = std::sync::mpsc::channel();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            let mut line = Vec::new();
+            while matches!(stderr.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let decoded = String::from_utf8_lossy(&line).into_owned();
+                text.push_str(&decoded);
+                let _ = err_tx.send(decoded.trim_end().to_owned());
+                line.clear();
+            }
             text
         });
         let pid = child.id() as i32;
@@ -164,6 +249,7 @@ impl R4Run {
             exited: false,
             wrapped,
             lines,
+            err_lines,
             stderr: Some(stderr),
             probe_pid: None,
             dir: self.dir,
@@ -429,6 +515,8 @@ pub struct Spawned {
     /// r4-run runs under a wrapper (a PID namespace): the probe's pid is not one of ours to signal.
     wrapped: bool,
     pub lines: Receiver<String>,
+    /// r4-run's stderr as lines, as they come (also kept whole for `wait`).
+    err_lines: Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     /// The probe's pid, once it said "ready PID".
     pub probe_pid: Option<i32>,
@@ -445,6 +533,35 @@ impl Spawned {
     pub fn await_line(&mut self, needle: &str) -> String {
         let mut seen = Vec::new();
         await_line(&self.lines, needle, &mut seen)
+    }
+
+    /// Waits for a line of r4-run's stderr that `matches` (e.g. a `-vvv` diagnostic); returns it.
+    #[track_caller]
+    pub fn await_stderr_line(&mut self, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err_lines.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no such line on r4-run's stderr in time; saw {seen:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("r4-run's stderr ended before such a line; saw {seen:?}")
+                }
+            }
+        }
+    }
+
+    /// Waits for the probe's "orphan ORPHAN PARENT" (see probe.py `--orphan`) and returns the
+    /// orphan's pid and the pid of the parent it was re-parented to.
+    #[track_caller]
+    pub fn await_orphan(&mut self) -> (i32, i32) {
+        let line = self.await_line("orphan ");
+        let mut fields = line.split_whitespace().skip(1).map(|f| f.parse().unwrap());
+        (fields.next().unwrap(), fields.next().unwrap())
     }
 
     /// Waits for the probe's "ready PID" and returns the probe's pid.
@@ -530,4 +647,94 @@ pub fn children_of(parent: i32) -> Vec<(i32, char)> {
         }
     }
     found
+}
+
+/// A pseudo-terminal: the test holds the master (the terminal's "keyboard and screen"), r4-run
+/// gets the slave. Both are close-on-exec, so no process that another test starts meanwhile keeps
+/// either open (a leaked master would keep the terminal from ever hanging up).
+pub struct Pty {
+    master: std::fs::File,
+    slave: std::os::fd::OwnedFd,
+}
+
+impl Pty {
+    pub fn open() -> Pty {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: posix_openpt takes flags only; the descriptor it returns is owned once, here.
+        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `master` was just opened and is not owned elsewhere.
+        let master = unsafe { OwnedFd::from_raw_fd(master) };
+        let mut name = [0 as libc::c_char; 128];
+        use std::os::fd::AsRawFd;
+        // SAFETY: `master` is an open pty master; `name` is writable for its full length.
+        let rc = unsafe {
+            if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
+                -1
+            } else {
+                libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len())
+            }
+        };
+        assert_eq!(
+            rc,
+            0,
+            "grantpt/unlockpt/ptsname_r: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: ptsname_r wrote a NUL-terminated path into `name`; O_NOCTTY so opening it does
+        // not make it the test process's controlling terminal.
+        let slave = unsafe {
+            libc::open(
+                name.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        assert!(
+            slave >= 0,
+            "open pty slave: {}",
+            std::io::Error::last_os_error()
+        );
+        Pty {
+            master: master.into(),
+            // SAFETY: `slave` was just opened and is not owned elsewhere.
+            slave: unsafe { OwnedFd::from_raw_fd(slave) },
+        }
+    }
+
+    /// Types `keys` on the terminal (Ctrl-C is b"\x03").
+    pub fn type_keys(&self, keys: &[u8]) {
+        use std::io::Write;
+        (&self.master).write_all(keys).unwrap();
+    }
+
+    /// Closes the terminal's master side, as `ssh` does when the connection drops or a terminal
+    /// emulator does when its window closes: the kernel hangs the terminal up.
+    pub fn hang_up(self) {
+        drop(self);
+    }
+}
+
+/// A wiremock server answering the env endpoint with `response`, and a channel that receives one
+/// message per request as soon as it has arrived (before any delay of the answer).
+pub async fn server_noticing(
+    response: wiremock::ResponseTemplate,
+) -> (wiremock::MockServer, Receiver<()>) {
+    use wiremock::matchers::{header, method, path};
+    let (tx, arrived) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("GET"))
+        .and(path(format!("/api/v1/machine/vault/env/{PROJECT}")))
+        .and(header("X-API-Key", KEY))
+        .respond_with(move |_: &wiremock::Request| {
+            let _ = tx.lock().unwrap().send(());
+            response.clone()
+        })
+        .mount(&server)
+        .await;
+    (server, arrived)
 }

@@ -1,18 +1,22 @@
 """The probe child for the signal tests (run with the real interpreter, not a shim).
 
-    probe.py LOG [--term exit:N | --term default] [--orphan]
+    probe.py LOG [--term exit:N | --term default] [--orphan] [--unblock SIGNAME]
 
 Installs a handler for every signal r4-run relays; each one received is appended to LOG as one line
 ("SIGHUP") and echoed on stdout as "got SIGHUP", so a test can wait for it. With --orphan it first
-makes an orphan (a grandchild whose parent exits), waits for its new parent to reap it, and prints
-"orphan PARENT reaped" or "orphan PARENT zombie". Then it prints "ready PID" and waits for signals.
-SIGTERM ends it: with exit status N (default 0), or by SIGTERM itself with --term default.
+makes an orphan (a grandchild whose parent has exited and been reaped), and prints "orphan PID
+PARENT": the orphan's pid and the parent it was re-parented to; the orphan exits right after, and
+the test waits for its new parent to reap it. Then it prints "ready PID" and waits for signals;
+with --unblock it unblocks that signal (started blocked, so that one relayed before the handlers
+were installed waits for them) after "ready". SIGTERM ends it: with exit status N (default 0), or
+by SIGTERM itself with --term default.
+
+Nothing here waits for time: each step waits for an event (a process reaped, a pipe's end).
 """
 
 import os
 import signal
 import sys
-import time
 
 RELAYED = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH",
            "SIGALRM", "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU"]
@@ -20,6 +24,7 @@ RELAYED = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGW
 log_path = sys.argv[1]
 term = "exit:0"
 orphan = False
+unblock = None
 args = sys.argv[2:]
 while args:
     a = args.pop(0)
@@ -27,6 +32,8 @@ while args:
         term = args.pop(0)
     elif a == "--orphan":
         orphan = True
+    elif a == "--unblock":
+        unblock = getattr(signal, args.pop(0))
     else:
         sys.exit(f"probe: unknown argument {a}")
 
@@ -51,47 +58,40 @@ for name in RELAYED:
     signal.signal(getattr(signal, name), handler)
 
 
-def wait_until(cond, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
-
-
-if orphan:
-    r, w = os.pipe()
-    middle = os.fork()
-    if middle == 0:
-        middle_pid = os.getpid()
-        if os.fork() == 0:
-            # The grandchild: wait until its parent is gone and it has a new one, report, exit.
-            wait_until(lambda: os.getppid() != middle_pid)
-            os.write(w, f"{os.getpid()} {os.getppid()}\n".encode())
-            os._exit(0)
-        os._exit(0)
-    os.close(w)
-    os.waitpid(middle, 0)
+def read_line(fd):
     line = b""
     while not line.endswith(b"\n"):
-        chunk = os.read(r, 64)
+        chunk = os.read(fd, 64)
         if not chunk:
             break
         line += chunk
-    grandchild, parent = line.decode().split()
-    # Gone from /proc means reaped; state Z means nobody reaped it.
-    reaped = wait_until(lambda: proc_state(grandchild) is None)
-    say(f"orphan {parent} {'reaped' if reaped else 'zombie'}")
+    return line.decode()
+
+
+if orphan:
+    # report: the grandchild writes "PID PPID" on it. release: its end tells the grandchild that
+    # its parent has been reaped, so it has been re-parented for good (the kernel re-parents a
+    # process's children before its parent can reap it).
+    report_r, report_w = os.pipe()
+    release_r, release_w = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        if os.fork() == 0:
+            os.close(release_w)
+            os.read(release_r, 1)  # EOF once the probe has reaped the middle process
+            os.write(report_w, f"{os.getpid()} {os.getppid()}\n".encode())
+            os._exit(0)
+        os._exit(0)
+    os.close(report_w)
+    os.close(release_r)
+    os.waitpid(middle, 0)
+    os.close(release_w)
+    orphan_pid, parent = read_line(report_r).split()
+    os.close(report_r)
+    say(f"orphan {orphan_pid} {parent}")
 
 say(f"ready {os.getpid()}")
+if unblock is not None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [unblock])
 while True:
     signal.pause()
