@@ -20,17 +20,29 @@ mod explain;
 mod proxy;
 mod retry;
 
-pub use answer::{parse_env_answer, Fetched};
+pub use answer::parse_env_answer;
 pub use body::{MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES};
 pub use retry::{BACKOFF_BASE, BACKOFF_CAP, MAX_TRIES};
 
 use crate::error::{Error, Result};
 use crate::secret::ApiKey;
+use crate::vars::Fetched;
 use crate::verbose;
 use body::BodyError;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
+
+/// Loopback as r4-run defines it: 127.0.0.0/8, ::1 and `localhost`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
 
 /// Same-origin redirects followed before giving up (each re-checked: same scheme, host and port,
 /// plain http only to loopback). A redirect to any other origin is never followed.
@@ -223,7 +235,7 @@ fn redirect_policy(origin: url::Origin) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         let next = attempt.url();
         let same_origin = next.origin() == origin;
-        let secure_enough = next.scheme() == "https" || crate::config::is_loopback(next);
+        let secure_enough = next.scheme() == "https" || is_loopback(next);
         if same_origin && secure_enough && attempt.previous().len() <= MAX_REDIRECTS {
             verbose!(
                 1,

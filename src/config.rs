@@ -10,10 +10,10 @@ use crate::env::MergePolicy;
 use crate::error::{Error, Result};
 use crate::fallback;
 use crate::secret::{ApiKey, SecretString};
+use crate::supervise;
 use reqwest::Url;
 use std::ffi::OsString;
 use std::io::Read;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,18 +35,12 @@ pub struct Config {
     pub merge: MergePolicy,
     pub dotenv: Option<dotenv::Target>,
     pub fallback: Option<fallback::Options>,
-    pub command: Option<CommandLine>,
+    pub command: Option<supervise::CommandLine>,
     pub verbosity: i8,
     /// `--subreaper`: reap orphaned descendants as PID 1 would.
     pub subreaper: bool,
     /// `--exec`: replace r4-run by the command instead of supervising it.
     pub exec: bool,
-}
-
-#[derive(Debug)]
-pub struct CommandLine {
-    pub program: OsString,
-    pub args: Vec<OsString>,
 }
 
 impl Config {
@@ -65,13 +59,13 @@ impl Config {
                     "give the shell command to run: --command 'npm run migrate && npm start'",
                 ))
             }
-            Some(script) => Some(CommandLine {
+            Some(script) => Some(supervise::CommandLine {
                 program: OsString::from("/bin/sh"),
                 args: vec![OsString::from("-c"), script],
             }),
             None => {
                 let mut words = args.command.into_iter();
-                words.next().map(|program| CommandLine {
+                words.next().map(|program| supervise::CommandLine {
                     program,
                     args: words.collect(),
                 })
@@ -244,7 +238,7 @@ pub fn parse_base_url(text: &str) -> Result<Url> {
     let mut url = Url::parse(text.trim()).map_err(|e| bad(&format!("is not a URL ({e})")))?;
     match url.scheme() {
         "https" => {}
-        "http" if is_loopback(&url) => {}
+        "http" if api::is_loopback(&url) => {}
         "http" => {
             return Err(Error::new(format!(
                 "the base URL {text:?} uses plain http to a host that is not loopback: the API key would cross the network unencrypted"
@@ -269,16 +263,6 @@ pub fn parse_base_url(text: &str) -> Result<Url> {
         url.set_path(&trimmed);
     }
     Ok(url)
-}
-
-/// Loopback as the contract defines it: 127.0.0.0/8, ::1 and `localhost`.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 fn parse_timeout(text: &str, source: &str) -> Result<Duration> {

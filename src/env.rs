@@ -4,9 +4,9 @@
 //! Values are borrowed from `Fetched`, never copied, so the only copies r4-run makes of a secret are
 //! the ones the operating system interface forces (see docs/security.md).
 
-use crate::api::Fetched;
 use crate::report::shown;
 use crate::secret::SecretString;
+use crate::vars::Fetched;
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -17,9 +17,10 @@
 //! variable `name_len: u32, name, value_len: u32, value`. Any change to any byte makes the file fail
 //! to open as a whole: never a half-read environment.
 
-use crate::api::{Fetched, Request};
+use crate::api::Request;
 use crate::error::{Error, Result};
 use crate::secret::{ApiKey, SecretString};
+use crate::vars::Fetched;
 use crate::{verbose, warn};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::hkdf;

@@ -18,6 +18,7 @@ pub mod report;
 pub mod secret;
 pub mod signals;
 pub mod supervise;
+pub mod vars;
 pub mod wipe_alloc;
 
 use crate::config::Config;

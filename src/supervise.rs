@@ -2,7 +2,6 @@
 //! failures mapped to 126/127, then one synchronous loop that relays signals, reaps every child that
 //! ends, and turns the main child's end into an `Outcome` (see docs/signals.md).
 
-use crate::config::CommandLine;
 use crate::env::ChildEnv;
 use crate::error::Error;
 use crate::exit::Outcome;
@@ -16,6 +15,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The command to run: the program (looked up on PATH as `execvp` does) and its arguments.
+#[derive(Debug)]
+pub struct CommandLine {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
 /// `execvp`'s search path when PATH is unset.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

@@ -7,24 +7,9 @@
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
+use crate::vars::Fetched;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::fmt;
-
-/// The project's variables, sorted by name.
-#[derive(Debug, Default)]
-pub struct Fetched {
-    pub vars: Vec<(String, SecretString)>,
-}
-
-impl Fetched {
-    pub fn len(&self) -> usize {
-        self.vars.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.vars.is_empty()
-    }
-}
 
 pub fn parse_env_answer(body: &[u8], project: &str) -> Result<Fetched> {
     let mut de = serde_json::Deserializer::from_slice(body);

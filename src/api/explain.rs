@@ -291,7 +291,7 @@ pub fn redirect_error(req: &Request<'_>, status: StatusCode, to: Option<&Url>) -
         "if the API really lives there, set --base-url / R4_BASE_URL to {}",
         base.as_str().trim_end_matches('/')
     );
-    if base.scheme() == "http" && !crate::config::is_loopback(&base) {
+    if base.scheme() == "http" && !super::is_loopback(&base) {
         hint.push_str(" (with https://: plain http is only for loopback)");
     }
     Error::new(format!(
