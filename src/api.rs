@@ -19,6 +19,7 @@ mod dns;
 mod explain;
 mod proxy;
 mod retry;
+mod trust;
 
 pub use answer::parse_env_answer;
 pub use body::{MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES};
@@ -174,7 +175,7 @@ fn build_client(
     let host = req.url.host_str().unwrap_or_default();
     // Plain http is only ever to loopback, and is never proxied (proxy.rs): a proxy could be across
     // the network and would see the key in clear. For https, r4-run decides the proxy itself.
-    let proxy = match proxy::decide(&req.url, env)? {
+    let proxy = match proxy::decide(&req.url, &env)? {
         proxy::Decision::Direct => None,
         proxy::Decision::Exempted { by } => {
             verbose!(1, "{by} exempts {host}: connecting directly");
@@ -194,12 +195,10 @@ fn build_client(
         .user_agent(USER_AGENT)
         .dns_resolver(std::sync::Arc::new(resolver.clone()))
         .redirect(redirect_policy(req.url.origin()))
-        // Loading the system's CA roots (or SSL_CERT_FILE) costs time; a loopback http base never
-        // needs them.
-        .tls_built_in_root_certs(https)
         .no_proxy();
+    // A loopback http base never needs certificates: loading them is work saved.
     if https {
-        warn_about_cert_env();
+        builder = builder.use_preconfigured_tls(tls_config(&env)?);
     }
     if let Some(p) = &proxy {
         let via = reqwest::Proxy::all(p.url().as_str()).map_err(|_| {
@@ -214,17 +213,23 @@ fn build_client(
     Ok(Client { http, proxy })
 }
 
-/// rustls-native-certs trusts only `SSL_CERT_FILE` / `SSL_CERT_DIR` when either is set, and skips
-/// what it cannot read: a typo there would silently leave no trusted certificate at all.
-fn warn_about_cert_env() {
-    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-        if std::fs::File::open(&file).is_err() {
-            crate::warn!(
-                "SSL_CERT_FILE names {}, which cannot be read: it replaces the system's certificates, so no server will be trusted",
-                std::path::Path::new(&file).display()
-            );
-        }
-    }
+/// rustls set up with the trusted roots (api/trust.rs), the ring provider, and HTTP/1.1 only.
+fn tls_config(env: &impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<rustls::ClientConfig> {
+    let roots = trust::load(env)?;
+    verbose!(
+        1,
+        "trusting {} certificate authorities from {}",
+        roots.store.len(),
+        roots.source
+    );
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots.store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Follows a redirect only within the original origin (scheme, host and port), re-checking the

@@ -14,3 +14,4 @@ mod run;
 mod settings;
 mod shells;
 mod signals;
+mod trust;
