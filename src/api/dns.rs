@@ -7,6 +7,13 @@
 //! and the thread ends (or is ended with the process) whenever getaddrinfo returns.
 //!
 //! A failed lookup is a `DnsError`, so the failure is recognised by its type, not its text.
+//!
+//! Two answers need no thread and no resolver at all, and come first:
+//! - `localhost` and `*.localhost` are loopback (RFC 6761), whatever a hosts file says: plain http is
+//!   allowed to them only because they are loopback, so they must not lead anywhere else;
+//! - a name in `/etc/hosts`, where the system looks there first (glibc's `hosts: files …`, the
+//!   default): a file read, faster than a thread, and it leaves no thread behind (in a container, a
+//!   thread takes a process id, and the command would no longer be PID 2).
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use std::fmt;
@@ -83,6 +90,9 @@ impl Resolver {
 impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
+        if let Some(addrs) = answer_locally(&host) {
+            return Box::pin(std::future::ready(Ok(Box::new(addrs.into_iter()) as Addrs)));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.set_unanswered(Some(host.clone()));
         let lookup = host.clone();
@@ -120,10 +130,117 @@ impl Resolve for Resolver {
     }
 }
 
+/// The answer for `host` that needs no lookup: loopback for `localhost`, or the hosts file's.
+fn answer_locally(host: &str) -> Option<Vec<SocketAddr>> {
+    let host = host.trim_end_matches('.');
+    if is_localhost(host) {
+        return Some(vec![
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+        ]);
+    }
+    if !hosts_file_first(
+        std::fs::read_to_string("/etc/nsswitch.conf")
+            .ok()
+            .as_deref(),
+    ) {
+        return None;
+    }
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    let found = in_hosts_file(&hosts, host);
+    (!found.is_empty()).then_some(found)
+}
+
+/// `localhost` or a name under it (RFC 6761 §6.3).
+fn is_localhost(host: &str) -> bool {
+    let lower = host.to_ascii_lowercase();
+    lower == "localhost" || lower.ends_with(".localhost")
+}
+
+/// Whether the system consults the hosts file before anything else: the first source of the `hosts:`
+/// line of nsswitch.conf is `files`, or there is no such line (glibc's default is `files dns`), or no
+/// nsswitch.conf (the BSDs and macOS look in /etc/hosts first).
+fn hosts_file_first(nsswitch: Option<&str>) -> bool {
+    let Some(text) = nsswitch else {
+        return true;
+    };
+    let line = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .find_map(|l| l.trim_start().strip_prefix("hosts:"));
+    match line {
+        None => true,
+        Some(sources) => sources.split_whitespace().next() == Some("files"),
+    }
+}
+
+/// The addresses the hosts file gives `host` (names compare without case), in file order.
+fn in_hosts_file(hosts: &str, host: &str) -> Vec<SocketAddr> {
+    let mut found = Vec::new();
+    for line in hosts.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let Some(Ok(ip)) = fields.next().map(str::parse::<std::net::IpAddr>) else {
+            continue;
+        };
+        if fields.any(|name| name.eq_ignore_ascii_case(host)) {
+            let addr = SocketAddr::new(ip, 0);
+            if !found.contains(&addr) {
+                found.push(addr);
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn localhost_is_loopback_whatever_the_hosts_file_says() {
+        for name in ["localhost", "LocalHost", "api.localhost", "localhost."] {
+            let addrs = answer_locally(name).unwrap();
+            assert!(
+                addrs.iter().all(|a| a.ip().is_loopback()),
+                "{name}: {addrs:?}"
+            );
+        }
+        assert!(!is_localhost("localhost.evil.com"));
+        assert!(!is_localhost("notlocalhost"));
+    }
+
+    #[test]
+    fn the_hosts_file_is_read_as_glibc_reads_it() {
+        let hosts = "127.0.0.1 localhost\n# 10.0.0.1 r4.test\n10.1.2.3  r4.test  R4  # comment\n::1 r4.test ip6-localhost\nbad line\n10.1.2.3 r4.test\n";
+        assert_eq!(
+            in_hosts_file(hosts, "R4.TEST"),
+            [
+                SocketAddr::from(([10, 1, 2, 3], 0)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+            ]
+        );
+        assert_eq!(in_hosts_file(hosts, "r4").len(), 1);
+        assert!(in_hosts_file(hosts, "other").is_empty());
+        assert!(in_hosts_file(hosts, "line").is_empty());
+    }
+
+    #[test]
+    fn the_hosts_file_counts_only_where_it_comes_first() {
+        assert!(hosts_file_first(None));
+        assert!(hosts_file_first(Some(
+            "passwd: files\nhosts:   files dns\n"
+        )));
+        assert!(hosts_file_first(Some("passwd: files\n")));
+        assert!(hosts_file_first(Some(
+            "hosts: files mdns4_minimal [NOTFOUND=return] dns"
+        )));
+        assert!(!hosts_file_first(Some("hosts: dns files")));
+        assert!(!hosts_file_first(Some(
+            "# hosts: files\nhosts: resolve [!UNAVAIL=return] files"
+        )));
+    }
 
     fn resolve(host: &str) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
