@@ -90,47 +90,109 @@ pub fn check_project_id(project: &str) -> Result<()> {
 
 /// Fetches the project's variables, or says why not.
 pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
-    check_project_id(req.project)?;
+    fetch_all(std::slice::from_ref(req)).map(|mut all| all.remove(0))
+}
+
+/// Fetches several projects' variables at once, over one client and within one deadline (the
+/// first request's), in the order asked; the first failure fails them all.
+pub fn fetch_all(reqs: &[Request<'_>]) -> Result<Vec<Fetched>> {
+    let Some(first) = reqs.first() else {
+        return Ok(Vec::new());
+    };
+    for req in reqs {
+        check_project_id(req.project)?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| Error::new(format!("cannot start the network runtime: {e}")))?;
     let resolver = dns::Resolver::default();
-    let client = build_client(req, &resolver, |name| std::env::var_os(name))?;
-    verbose!(
-        1,
-        "GET {} (access key {}, deadline {} s)",
-        req.url,
-        req.key.access_key_id(),
-        req.timeout.as_secs_f64()
-    );
-    let started = Instant::now();
-    let mut progress = Progress::default();
-    let outcome = runtime.block_on(async {
-        let deadline = tokio::time::Instant::now() + req.timeout;
-        let fetch = tokio::time::timeout_at(
-            deadline,
-            fetch_with_retries(req, &client, deadline, &mut progress),
+    let client = build_client(first, &resolver, |name| std::env::var_os(name))?;
+    for req in reqs {
+        verbose!(
+            1,
+            "GET {} (access key {}, deadline {} s)",
+            req.url,
+            req.key.access_key_id(),
+            first.timeout.as_secs_f64()
         );
-        match until_first(fetch, until_ending_signal()).await {
-            Some(Ok(result)) => result,
-            Some(Err(_elapsed)) => Err(deadline_error(req, &progress, resolver.unanswered())),
-            None => Err(Error::new("stopped by a signal before the command started")),
-        }
+    }
+    let started = Instant::now();
+    let mut progress: Vec<Progress> = reqs.iter().map(|_| Progress::default()).collect();
+    let finished: Vec<std::cell::Cell<bool>> = reqs.iter().map(|_| Default::default()).collect();
+    let outcome = runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + first.timeout;
+        let fetches = reqs
+            .iter()
+            .zip(progress.iter_mut())
+            .zip(&finished)
+            .map(|((req, progress), finished)| {
+                let client = &client;
+                Box::pin(async move {
+                    let result = fetch_with_retries(req, client, deadline, progress).await;
+                    finished.set(true);
+                    result
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = Result<Fetched>> + '_>>
+            })
+            .collect();
+        let fetch = tokio::time::timeout_at(deadline, all_or_first_error(fetches));
+        until_first(fetch, until_ending_signal()).await
     });
+    let outcome = match outcome {
+        Some(Ok(result)) => result,
+        Some(Err(_elapsed)) => {
+            // Blame the first fetch that had not finished.
+            let late = finished.iter().position(|f| !f.get()).unwrap_or(0);
+            Err(deadline_error(
+                &reqs[late],
+                &progress[late],
+                resolver.unanswered(),
+            ))
+        }
+        None => Err(Error::new("stopped by a signal before the command started")),
+    };
     drop(client);
     // Not a plain drop: that would wait for the runtime's blocking threads, and nothing may keep
     // the run past its deadline or an ending signal.
     runtime.shutdown_background();
+    let tries: u32 = progress.iter().map(|p| p.tries).sum();
     verbose!(
         1,
         "fetch took {} ms over {} {}",
         started.elapsed().as_millis(),
-        progress.tries,
-        if progress.tries == 1 { "try" } else { "tries" }
+        tries,
+        if tries == 1 { "try" } else { "tries" }
     );
     outcome
+}
+
+/// Runs `work` together: every output, in order, or the first error (the rest are dropped).
+async fn all_or_first_error<'a, T>(
+    work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + 'a>>>,
+) -> Result<Vec<T>> {
+    let mut work: Vec<_> = work.into_iter().map(Some).collect();
+    let mut done: Vec<Option<T>> = work.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, out) in work.iter_mut().zip(done.iter_mut()) {
+            if let Some(future) = slot {
+                if let std::task::Poll::Ready(result) = future.as_mut().poll(cx) {
+                    *slot = None;
+                    match result {
+                        Ok(value) => *out = Some(value),
+                        Err(e) => return std::task::Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+        if work.iter().all(Option::is_none) {
+            std::task::Poll::Ready(Ok(done.iter_mut().filter_map(Option::take).collect()))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// How often a fetch in flight looks for an ending signal. Signals are blocked (signals.rs), so

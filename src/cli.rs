@@ -31,9 +31,10 @@ Neither reaches the command. Exit status: the command's own; 128+N if signal N k
     max_term_width = 100
 )]
 pub struct Args {
-    /// Project whose variables are fetched [env: R4_PROJECT_ID]
-    #[arg(short = 'p', long, value_name = "ID")]
-    pub project: Option<String>,
+    /// Project whose variables are fetched; repeat (or separate with commas) for several, merged in
+    /// order, a later project winning a name clash [env: R4_PROJECT_ID]
+    #[arg(short = 'p', long, value_name = "ID", value_delimiter = ',')]
+    pub project: Vec<String>,
 
     /// R4 origin (https://r4.dev) or the full Machine API base URL [default: https://r4.dev] [env: R4_BASE_URL]
     #[arg(long, value_name = "URL")]

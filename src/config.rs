@@ -25,7 +25,8 @@ const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug)]
 pub struct Config {
-    pub project: String,
+    /// The projects whose variables are fetched, in order (a later one wins a name clash).
+    pub projects: Vec<String>,
     /// The Machine API base, without a trailing slash (`https://r4.dev/api/v1/machine`).
     pub base: Url,
     pub key: ApiKey,
@@ -98,17 +99,32 @@ impl Config {
             }
         }
 
-        let project = match setting(args.project, "R4_PROJECT_ID", &env)? {
-            Some((p, _)) => p,
-            None => {
-                return Err(Error::new("no project given").hint(
-                    "pass --project ID or set R4_PROJECT_ID (the project's id as shown in R4)",
-                ))
-            }
+        let from_flags: Vec<String> = args
+            .project
+            .into_iter()
+            .filter(|p| !p.trim().is_empty())
+            .collect();
+        let named = if from_flags.is_empty() {
+            setting(None, "R4_PROJECT_ID", &env)?
+                .map(|(ids, _)| ids.split(',').map(str::to_owned).collect())
+                .unwrap_or_default()
+        } else {
+            from_flags
         };
-        if project.chars().any(char::is_control) {
-            return Err(Error::new("the project id holds a control character")
-                .hint("check --project / R4_PROJECT_ID"));
+        let mut projects: Vec<String> = Vec::with_capacity(named.len());
+        for id in named {
+            if id.trim().is_empty() || projects.contains(&id) {
+                continue; // `A,,B` and a repeated id are typing slips, not requests
+            }
+            if id.chars().any(char::is_control) {
+                return Err(Error::new("a project id holds a control character")
+                    .hint("check --project / R4_PROJECT_ID"));
+            }
+            projects.push(id);
+        }
+        if projects.is_empty() {
+            return Err(Error::new("no project given")
+                .hint("pass --project ID or set R4_PROJECT_ID (the project's id as shown in R4)"));
         }
 
         let base = match setting(args.base_url, "R4_BASE_URL", &env)? {
@@ -191,7 +207,7 @@ impl Config {
         };
         let (key, key_source) = read_key(key_file.as_deref(), &env)?;
         Ok(Self {
-            project,
+            projects,
             base,
             key,
             key_source,
@@ -206,24 +222,27 @@ impl Config {
         })
     }
 
-    /// The fetch as the API client takes it.
-    pub fn request(&self) -> api::Request<'_> {
-        api::Request {
-            url: self.env_url(),
-            key: &self.key,
-            project: &self.project,
-            timeout: self.timeout,
-            give_up_when_unreachable: false,
-        }
+    /// The fetch of each project, as the API client takes it.
+    pub fn requests(&self) -> Vec<api::Request<'_>> {
+        self.projects
+            .iter()
+            .map(|project| api::Request {
+                url: self.env_url(project),
+                key: &self.key,
+                project,
+                timeout: self.timeout,
+                give_up_when_unreachable: false,
+            })
+            .collect()
     }
 
     /// `{base}/vault/env/{projectId}`, the project id encoded as one path segment.
-    pub fn env_url(&self) -> Url {
+    pub fn env_url(&self, project: &str) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("an http(s) base URL always has path segments")
             .pop_if_empty()
-            .extend(["vault", "env", self.project.as_str()]);
+            .extend(["vault", "env", project]);
         url
     }
 }
@@ -456,7 +475,7 @@ mod tests {
     #[test]
     fn the_project_id_is_one_encoded_segment() {
         let args = Args {
-            project: Some("a/b c?#%".into()),
+            project: vec!["a/b c?#%".into()],
             base_url: Some("http://127.0.0.1:1".into()),
             api_key_file: None,
             preserve_env: false,
@@ -480,7 +499,7 @@ mod tests {
         let cfg =
             Config::from_args(args, |k| (k == "R4_API_KEY").then(|| "rk_a.b".into())).unwrap();
         assert_eq!(
-            cfg.env_url().as_str(),
+            cfg.env_url(&cfg.projects[0]).as_str(),
             "http://127.0.0.1:1/api/v1/machine/vault/env/a%2Fb%20c%3F%23%25"
         );
     }
@@ -521,7 +540,7 @@ mod tests {
             &[("R4_API_KEY", "rk_a.b"), ("R4_PROJECT_ID", "p2")],
         )
         .unwrap();
-        assert_eq!(cfg.project, "p2");
+        assert_eq!(cfg.projects, ["p2"]);
         let e = config_of(
             &["--", "true"],
             &[("R4_API_KEY", "rk_a.b"), ("R4_PROJECT_ID", "")],

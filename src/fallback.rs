@@ -98,11 +98,24 @@ pub struct Options {
     pub only: bool,
 }
 
-/// The project's variables from the API; with `--fallback`, saved after a good fetch, and used
-/// instead when the API cannot be reached (never when it answered that the key or project is wrong).
-pub fn fetch_or_fall_back(mut request: Request<'_>, fallback: Option<&Options>) -> Result<Fetched> {
-    crate::api::check_project_id(request.project)?;
-    let (key, project) = (request.key, request.project);
+/// The projects' variables from the API, merged in order (a later project wins a name clash);
+/// with `--fallback`, saved after a good fetch, and used instead when the API cannot be reached (never
+/// when it answered that the key or a project is wrong). One file holds the merged set of exactly
+/// these projects, in this order.
+pub fn fetch_or_fall_back(
+    mut requests: Vec<Request<'_>>,
+    fallback: Option<&Options>,
+) -> Result<Fetched> {
+    for request in &requests {
+        crate::api::check_project_id(request.project)?;
+    }
+    let Some(key) = requests.first().map(|r| r.key) else {
+        return Ok(Fetched::default());
+    };
+    // The fallback file is bound to the set of projects: one id, or the ids joined by commas.
+    let ids: Vec<&str> = requests.iter().map(|r| r.project).collect();
+    let project = ids.join(",");
+    let project = project.as_str();
     let load = |fb: &Options| load(&fb.path, key, project, fb.max_age, SystemTime::now());
     let fb = match fallback {
         Some(fb) if fb.only => {
@@ -118,8 +131,23 @@ pub fn fetch_or_fall_back(mut request: Request<'_>, fallback: Option<&Options>) 
         other => other,
     };
     // With a file to fall back on, a fleet whose API is down starts from it at once.
-    request.give_up_when_unreachable = fb.is_some_and(|fb| fb.path.exists());
-    let fetched = crate::api::fetch_env(&request);
+    let give_up = fb.is_some_and(|fb| fb.path.exists());
+    for request in &mut requests {
+        request.give_up_when_unreachable = give_up;
+    }
+    let fetched = crate::api::fetch_all(&requests).map(|sets| {
+        let (merged, overrides) = Fetched::merge_in_order(sets);
+        for o in overrides {
+            verbose!(
+                1,
+                "{} from project {} overrides the one from project {}",
+                crate::report::shown(&o.name),
+                ids[o.winner],
+                ids[o.overridden]
+            );
+        }
+        merged
+    });
     match (fetched, fb) {
         (Ok(fetched), Some(fb)) => {
             match save(&fb.path, key, project, &fetched, SystemTime::now()) {

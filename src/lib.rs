@@ -67,7 +67,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> Outcome {
 }
 
 fn run_config(config: Config) -> Result<Outcome, Outcome> {
-    let fetched = match fallback::fetch_or_fall_back(config.request(), config.fallback.as_ref()) {
+    let fetched = match fallback::fetch_or_fall_back(config.requests(), config.fallback.as_ref()) {
         Ok(fetched) => fetched,
         // A TERM, INT, HUP or QUIT during the fetch ends the run as that signal would have.
         Err(e) => match signals::block().take_pending_before_spawn() {
@@ -77,8 +77,18 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     };
     verbose!(
         1,
-        "project {} has {} variables",
-        config.project,
+        "{} {} {} {} variables",
+        if config.projects.len() == 1 {
+            "project"
+        } else {
+            "projects"
+        },
+        config.projects.join(", "),
+        if config.projects.len() == 1 {
+            "has"
+        } else {
+            "have"
+        },
         fetched.len()
     );
     if report::verbosity() >= 2 {

@@ -9,6 +9,7 @@ mod fallback;
 mod faults;
 mod hygiene;
 mod project;
+mod projects;
 mod proxy;
 mod run;
 mod settings;
