@@ -72,6 +72,14 @@ pub struct Args {
     #[arg(long, value_name = "FMT", requires = "dotenv", value_enum)]
     pub format: Option<FormatArg>,
 
+    /// Write the variables to PATH (mode 0600) instead of the environment; the command finds the path in R4_SECRETS_PATH; PATH is removed when r4-run exits
+    #[arg(long, value_name = "PATH", conflicts_with = "exec")]
+    pub mount: Option<PathBuf>,
+
+    /// Format of the --mount file
+    #[arg(long, value_name = "FMT", requires = "mount", value_enum)]
+    pub mount_format: Option<MountFormatArg>,
+
     /// Keep the last-known-good variables in PATH, encrypted with the API key; use them when the API cannot be reached
     #[arg(long, value_name = "PATH")]
     pub fallback: Option<PathBuf>,
@@ -111,6 +119,15 @@ pub struct Args {
     /// The command to run and its arguments, passed untouched (no shell)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
+}
+
+/// `--mount-format`: the `--format` renderings a program reads as a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MountFormatArg {
+    /// one JSON object
+    Json,
+    /// NAME=value lines, quoted for dotenvy, python-dotenv and node dotenv
+    Dotenv,
 }
 
 /// What `--generate` prints.

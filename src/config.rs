@@ -35,6 +35,8 @@ pub struct Config {
     pub timeout: Duration,
     pub merge: MergePolicy,
     pub dotenv: Option<dotenv::Target>,
+    /// `--mount`: the variables go to this file instead of the environment.
+    pub mount: Option<dotenv::Mount>,
     pub fallback: Option<fallback::Options>,
     pub command: Option<supervise::CommandLine>,
     pub verbosity: i8,
@@ -85,6 +87,25 @@ impl Config {
                 FormatArg::Docker => Format::Docker,
             },
         });
+        let mount = match args.mount {
+            None => None,
+            Some(path) => Some(dotenv::Mount {
+                // The command gets the path in R4_SECRETS_PATH and may change directory.
+                path: std::path::absolute(&path).map_err(|e| {
+                    Error::new(format!("--mount {}: {e}", path.display()))
+                        .hint("give --mount a file path")
+                })?,
+                format: match args.mount_format {
+                    None | Some(crate::cli::MountFormatArg::Json) => Format::Json,
+                    Some(crate::cli::MountFormatArg::Dotenv) => Format::Dotenv,
+                },
+            }),
+        };
+        if mount.is_some() && command.is_none() {
+            return Err(Error::new("--mount needs a command to run").hint(
+                "the file exists while the command runs: r4-run --mount PATH -p ID -- COMMAND",
+            ));
+        }
         if command.is_none() && dotenv.is_none() {
             return Err(Error::new("no command to run")
                 .hint("put the command after '--': r4-run --project ID -- npm start\nor write a file with --dotenv PATH; see r4-run --help"));
@@ -192,6 +213,16 @@ impl Config {
             }
         }
 
+        if let (Some(m), Some(fb)) = (&mount, &fallback) {
+            if same_file(&m.path, &fb.path) {
+                return Err(Error::new(format!(
+                    "--mount and --fallback name the same file, {}",
+                    m.path.display()
+                ))
+                .hint("give each its own path"));
+            }
+        }
+
         let subreaper = args.subreaper || env_flag("R4_RUN_SUBREAPER", &env)?;
         if subreaper && args.exec {
             // Only the environment can get here (the two flags conflict in clap): a container-wide
@@ -214,6 +245,7 @@ impl Config {
             timeout,
             merge,
             dotenv,
+            mount,
             fallback,
             command,
             verbosity,
@@ -493,6 +525,8 @@ mod tests {
             subreaper: false,
             exec: false,
             shell_command: None,
+            mount: None,
+            mount_format: None,
             generate: None,
             command: vec!["true".into()],
         };

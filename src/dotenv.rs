@@ -30,6 +30,53 @@ pub struct Target {
     pub format: Format,
 }
 
+/// `--mount PATH` with its format: the variables as a file, for the command's lifetime.
+#[derive(Debug)]
+pub struct Mount {
+    /// Absolute: the command finds it in `R4_SECRETS_PATH`.
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+/// The `--mount` file while it exists: removed when this is dropped, which `lib` does once the
+/// command has ended, whatever the way (its own exit, a signal, r4-run's own failure after writing).
+#[must_use]
+pub struct Mounted {
+    path: PathBuf,
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        match fs::remove_file(&self.path) {
+            Ok(()) => verbose!(1, "removed {}", self.path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => warn!(
+                "cannot remove the --mount file {}: {e}",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// Writes the `--mount` file (as `--dotenv` writes a file: atomically, mode 0600) and returns the
+/// guard that removes it.
+pub fn mount(mount: &Mount, selected: &[Selected<'_>]) -> Result<Mounted, crate::error::Error> {
+    let target = Target {
+        dest: Dest::File(mount.path.clone()),
+        format: mount.format,
+    };
+    write_selected(&target, selected)?;
+    Ok(Mounted {
+        path: mount.path.clone(),
+    })
+}
+
 /// Where `--dotenv` writes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Dest {

@@ -260,6 +260,24 @@ pub fn check_exec_limits<'s>(
     }
 }
 
+/// The variable that tells a `--mount` command where its variables are.
+pub const SECRETS_PATH: &str = "R4_SECRETS_PATH";
+
+/// The child's environment under `--mount`: as `merge` builds it with no fetched variable, plus
+/// `R4_SECRETS_PATH`, which always wins (an inherited one would point somewhere else).
+pub fn merge_with_secrets_path<'a>(
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    path: &std::path::Path,
+    policy: &MergePolicy,
+) -> ChildEnv<'a> {
+    let mut env = merge(inherited, Vec::new(), policy);
+    env.insert(
+        OsString::from(SECRETS_PATH),
+        EnvValue::Inherited(path.as_os_str().to_owned()),
+    );
+    env
+}
+
 /// A v3 end-to-end envelope is a JSON object like `{"v":3,"iv":…,"t":…,"d":…}`. The cheap textual
 /// test runs first, so ordinary values never reach the JSON parser.
 pub fn looks_encrypted(value: &str) -> bool {

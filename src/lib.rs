@@ -107,6 +107,11 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     if let Some(target) = &config.dotenv {
         dotenv::write_selected(target, &selected)?;
     }
+    // Held to the end of the run: dropping it removes the file.
+    let mounted = match &config.mount {
+        Some(mount) => Some(dotenv::mount(mount, &selected)?),
+        None => None,
+    };
     let Some(command) = &config.command else {
         return Ok(Outcome::Done);
     };
@@ -126,7 +131,13 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         );
         return Err(Outcome::ChildKilled(signal));
     }
-    let child_env = env::merge(std::env::vars_os(), selected, &config.merge);
+    let child_env = match &mounted {
+        // The values are in the file: the environment gets only where it is.
+        Some(mounted) => {
+            env::merge_with_secrets_path(std::env::vars_os(), mounted.path(), &config.merge)
+        }
+        None => env::merge(std::env::vars_os(), selected, &config.merge),
+    };
     let argv = std::iter::once(command.program.as_os_str())
         .chain(command.args.iter().map(|a| a.as_os_str()));
     let limits = env::ExecLimits {

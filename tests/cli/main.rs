@@ -8,6 +8,7 @@ mod emulator;
 mod fallback;
 mod faults;
 mod hygiene;
+mod mount;
 mod project;
 mod projects;
 mod proxy;
