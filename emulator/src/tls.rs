@@ -45,10 +45,16 @@ impl TlsIdentity {
         let failed = |e: rcgen::Error| format!("cannot make the TLS certificates: {e}");
 
         let mut ca_params = CertificateParams::default();
-        ca_params.distinguished_name.push(
-            DnType::CommonName,
-            "r4-emulator test CA (not for real secrets)",
+        // A name of its own for each CA, as two real CAs have: a client that trusts another
+        // emulator's CA then finds no issuer at all, rather than one by the same name whose
+        // signature does not match.
+        let ca_name = format!(
+            "r4-emulator test CA {:016x} (not for real secrets)",
+            unique()
         );
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(failed)?)
@@ -137,6 +143,15 @@ impl TlsIdentity {
         }
         Ok(TlsStream(stream))
     }
+}
+
+/// A number that differs between calls and between processes (std's per-process random hash keys,
+/// advanced at each call), to tell CAs apart; not a secret.
+fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// A name the client will be able to check the certificate against: a DNS name or an IP address.

@@ -6,6 +6,7 @@ mod dotenv;
 mod emulator;
 mod fallback;
 mod faults;
+mod https;
 mod hygiene;
 mod run;
 mod settings;
