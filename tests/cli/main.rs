@@ -2,6 +2,7 @@
 
 mod support;
 
+mod container;
 mod dotenv;
 mod emulator;
 mod fallback;
