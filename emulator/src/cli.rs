@@ -33,6 +33,29 @@ pub struct Cli {
     #[arg(long)]
     pub allow_remote: bool,
 
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS under a CA of its own, made at start, with a certificate for localhost,
+    /// 127.0.0.1 and ::1; write the CA's certificate (PEM) to CA_OUT_FILE for the clients
+    #[arg(long, value_name = "CA_OUT_FILE")]
+    pub tls_self_signed: Option<PathBuf>,
+
+    /// Another name (DNS name or IP address) for the --tls-self-signed certificate; repeatable
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed",
+          value_parser = |s: &str| crate::tls::check_name(s).map(|()| s.to_owned()))]
+    pub tls_names: Vec<String>,
+
     /// Requests allowed per key in each window, N/SECS, or `off`
     #[arg(long, value_name = "N/SECS", default_value = "100/60", value_parser = |s: &str| Limit::parse_rate(s).map(MaybeLimit))]
     pub rate_limit: MaybeLimit,
@@ -73,13 +96,23 @@ impl Cli {
     /// Refuse a non-loopback listen address unless `--allow-remote`.
     pub fn check(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && !self.allow_remote {
+            let how = if self.tls() {
+                "with a test certificate"
+            } else {
+                "over plain HTTP"
+            };
             return Err(format!(
                 "refusing to listen on {}, which is not a loopback address: the emulator serves \
-                 secrets over plain HTTP; add --allow-remote if you really mean it",
+                 secrets {how}; add --allow-remote if you really mean it",
                 self.listen
             ));
         }
         Ok(())
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() || self.tls_self_signed.is_some()
     }
 }
 
@@ -125,6 +158,40 @@ mod tests {
         let remote = parse(&["--demo", "--listen", "0.0.0.0:0", "--allow-remote"]).unwrap();
         assert!(remote.check().is_ok());
         assert!(parse(&["--demo", "--listen", "example.com:80"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = parse(&[
+            "--demo",
+            "--tls-self-signed",
+            "ca.pem",
+            "--tls-name",
+            "r4.test",
+        ])
+        .unwrap();
+        assert!(cli.tls());
+        assert_eq!(cli.tls_names, ["r4.test"]);
+        let cli = parse(&["--demo", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(cli.tls() && cli.tls_self_signed.is_none());
+        assert!(!parse(&["--demo"]).unwrap().tls());
+        for refused in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &[
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-self-signed",
+                "ca.pem",
+            ],
+            &["--tls-name", "r4.test"],
+            &["--tls-self-signed", "ca.pem", "--tls-name", "two words"],
+        ] {
+            let args: Vec<&str> = ["--demo"].iter().chain(refused).copied().collect();
+            assert!(parse(&args).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

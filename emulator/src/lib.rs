@@ -3,9 +3,11 @@
 //! ```text
 //! r4-emulator (--data FILE | --demo) [--listen ADDR] [--allow-remote] [--rate-limit N/SECS|off]
 //!             [--daily-limit N|off] [--log] [--exit-on-stdin-eof]
+//!             [--tls-cert FILE --tls-key FILE | --tls-self-signed CA_OUT_FILE [--tls-name NAME]...]
 //! ```
 //!
-//! After binding it prints exactly one line on stdout, `listening on http://IP:PORT`, and serves
+//! After binding it prints exactly one line on stdout, `listening on http://IP:PORT` (`https://`
+//! with TLS), and serves
 //! until it is killed (SIGTERM, SIGINT), or until stdin reaches end of file with
 //! `--exit-on-stdin-eof`. Single-threaded; every success answer is serialized once at load time.
 //!
@@ -14,7 +16,7 @@
 //!
 //! Modules: [`cli`] the command line, [`data`] the data file (its schema is documented there),
 //! [`auth`] keys and rate limits, [`routes`] routing and handlers, [`errors`] the error envelope,
-//! [`server`] the HTTP server and [`Emulator`]. See docs/emulator.md.
+//! [`server`] the HTTP server and [`Emulator`], [`tls`] certificates for HTTPS. See docs/emulator.md.
 
 mod auth;
 mod cli;
@@ -22,6 +24,7 @@ mod data;
 mod errors;
 mod routes;
 mod server;
+pub mod tls;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,6 +39,7 @@ use crate::routes::State;
 pub use crate::auth::Limit;
 pub use crate::data::{DEMO_KEY, DEMO_PROJECT};
 pub use crate::server::{Emulator, Options};
+pub use crate::tls::TlsIdentity;
 
 /// The `r4-emulator` command: exit status 0 when stdin ends (`--exit-on-stdin-eof`), 2 on any error.
 pub fn main() -> ExitCode {
@@ -60,14 +64,21 @@ fn run(cli: Cli) -> Result<(), String> {
         None => Data::demo(),
     };
 
+    let tls = tls_identity(&cli)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
     let (listener, addr) = server::bind(cli.listen)?;
 
     if cli.demo {
+        let trust = match &cli.tls_self_signed {
+            Some(ca) => format!("SSL_CERT_FILE={} ", ca.display()),
+            None => String::new(),
+        };
         eprintln!("r4-emulator: demo mode (not for real secrets)");
         eprintln!("  API key:    {}", data::DEMO_KEY);
         eprintln!("  project id: {}", data::DEMO_PROJECT);
         eprintln!(
-            "  try: R4_API_KEY={} r4-run --base-url http://{addr} -p {} -- env",
+            "  try: R4_API_KEY={} {trust}r4-run --base-url {scheme}://{addr} -p {} -- env",
             data::DEMO_KEY,
             data::DEMO_PROJECT
         );
@@ -93,12 +104,36 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("cannot set up the listening socket: {e}"))?;
 
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{addr}")
+        writeln!(stdout, "listening on {scheme}://{addr}")
             .and_then(|()| stdout.flush())
             .map_err(|e| format!("cannot write to stdout: {e}"))?;
         drop(stdout);
 
-        server::serve(listener, state).await;
+        let acceptor = tls.map(|identity| identity.server_config().into());
+        server::serve(listener, state, acceptor).await;
         Ok(())
     })
+}
+
+/// What to present over HTTPS, if anything. With `--tls-self-signed`, the new CA's certificate is
+/// written to its file before anything is bound, so it is there when the listening line is.
+fn tls_identity(cli: &Cli) -> Result<Option<TlsIdentity>, String> {
+    if let Some(ca_out) = &cli.tls_self_signed {
+        let names: Vec<&str> = cli.tls_names.iter().map(String::as_str).collect();
+        let identity = TlsIdentity::self_signed(&names)?;
+        let ca_pem = identity
+            .ca_pem()
+            .expect("a self-signed identity has its CA");
+        std::fs::write(ca_out, ca_pem).map_err(|e| {
+            format!(
+                "cannot write the CA certificate to {}: {e}",
+                ca_out.display()
+            )
+        })?;
+        return Ok(Some(identity));
+    }
+    match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key).map(Some),
+        _ => Ok(None),
+    }
 }

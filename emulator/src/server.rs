@@ -1,5 +1,6 @@
-//! The HTTP server (one current-thread runtime, one task per connection), and [`Emulator`]: the
-//! same server on a thread of its own, for tests that serve from their own process.
+//! The HTTP server (one current-thread runtime, one task per connection; HTTPS when given a
+//! [`TlsIdentity`]), and [`Emulator`]: the same server on a thread of its own, for tests that serve
+//! from their own process.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,12 +12,15 @@ use clap::Parser;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Limit;
 use crate::cli::Cli;
 use crate::data::Data;
 use crate::routes::State;
+use crate::tls::TlsIdentity;
 
 /// Binds `addr` for the runtime (non-blocking); returns the socket and the address actually bound.
 pub(crate) fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), String> {
@@ -39,8 +43,16 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// Accepts and serves connections until the task is dropped.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+/// How long a client may take over the TLS handshake before its connection is dropped, so that one
+/// that stalls holds no task for ever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts and serves connections until the task is dropped: HTTPS with `tls`, else plain HTTP.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -55,19 +67,36 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) 
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(serve_connection(stream, state));
+            continue;
+        };
         tokio::spawn(async move {
-            let service =
-                service_fn(move |req| std::future::ready(Ok::<_, Infallible>(state.handle(&req))));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, state).await,
+                Ok(Err(e)) if state.log => eprintln!("r4-emulator: TLS handshake failed: {e}"),
+                Err(_) if state.log => eprintln!("r4-emulator: TLS handshake timed out"),
+                _ => {}
+            }
         });
     }
 }
 
-/// How an [`Emulator`] serves: the command line's limits and request log.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it closes.
+async fn serve_connection<Io>(io: Io, state: Arc<State>)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        service_fn(move |req| std::future::ready(Ok::<_, Infallible>(state.handle(&req))));
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// How an [`Emulator`] serves: the command line's limits and request log, and HTTPS.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     /// Requests allowed per key in each window (`--rate-limit`); `None` is `off`.
     pub rate_limit: Option<Limit>,
@@ -75,6 +104,9 @@ pub struct Options {
     pub daily_limit: Option<Limit>,
     /// One line per request on stderr (`--log`).
     pub log: bool,
+    /// Serve HTTPS, presenting this (`--tls-self-signed`, `--tls-cert`); `None` is plain HTTP.
+    /// [`TlsIdentity::self_signed`] makes a CA and a certificate for 127.0.0.1 (and other names).
+    pub tls: Option<TlsIdentity>,
 }
 
 /// The command line's flags that mean something for a server in a test's process.
@@ -84,6 +116,7 @@ impl Options {
     /// From the command line's own flags, as a test would pass them to the binary:
     /// `--rate-limit`, `--daily-limit` and `--log`. Any other flag is an error rather than ignored:
     /// an [`Emulator`] always listens on 127.0.0.1 and a free port, and serves the data it is given.
+    /// (For HTTPS, set [`Options::tls`].)
     pub fn from_flags(flags: &[&str]) -> Result<Options, String> {
         for flag in flags.iter().filter(|arg| arg.starts_with('-')) {
             let name = flag.split_once('=').map_or(*flag, |(name, _)| name);
@@ -102,6 +135,7 @@ impl Options {
             rate_limit: cli.rate_limit.0,
             daily_limit: cli.daily_limit.0,
             log: cli.log,
+            tls: None,
         })
     }
 }
@@ -117,14 +151,16 @@ impl Default for Options {
 /// the server: its port is closed when the drop returns.
 pub struct Emulator {
     url: String,
+    addr: SocketAddr,
+    ca_pem: Option<String>,
     /// Dropped to stop the server.
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Emulator {
-    /// Serves `data`, the JSON of a data file (docs/emulator.md). The socket is listening when this
-    /// returns, so a client may connect at once.
+    /// Serves `data`, the JSON of a data file (docs/emulator.md), over HTTPS when `options.tls` is
+    /// set. The socket is listening when this returns, so a client may connect at once.
     pub fn start(data: &[u8], options: Options) -> Result<Emulator, String> {
         let data = Data::from_json(data).map_err(|e| format!("bad data: {e}"))?;
         let (listener, addr) = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
@@ -140,12 +176,18 @@ impl Emulator {
             options.daily_limit,
             options.log,
         ));
+        let tls = options.tls.as_ref().map(|identity| {
+            let acceptor = TlsAcceptor::from(identity.server_config());
+            (acceptor, identity.ca_pem().map(str::to_owned))
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (acceptor, ca_pem) = tls.unzip();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("r4-emulator".to_owned())
             .spawn(move || {
                 runtime.block_on(async move {
-                    tokio::spawn(serve(listener, state));
+                    tokio::spawn(serve(listener, state, acceptor));
                     // Err once the handle drops its sender: that is the signal to stop.
                     let _ = stopped.await;
                 });
@@ -154,15 +196,27 @@ impl Emulator {
             })
             .map_err(|e| format!("cannot start the server thread: {e}"))?;
         Ok(Emulator {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
+            addr,
+            ca_pem: ca_pem.flatten(),
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 
-    /// `http://127.0.0.1:PORT`: the origin to give r4-run's `--base-url`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS): the origin to give r4-run's `--base-url`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The address it listens on (127.0.0.1 and its port), e.g. for a base URL with a host name.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// With a self-signed [`Options::tls`], the CA certificate (PEM) a client must trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 }
 
@@ -239,6 +293,67 @@ mod tests {
         ] {
             assert!(Options::from_flags(refused).is_err(), "{refused:?}");
         }
+    }
+
+    /// One GET over HTTPS, the server's certificate checked against `ca_pem` for `name`.
+    fn https_get(url: &str, ca_pem: &str, name: &str, path: &str) -> std::io::Result<String> {
+        let addr = url.strip_prefix("https://").unwrap();
+        let mut stream = crate::tls::test_client::connect(addr, ca_pem, name);
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {name}\r\nX-API-Key: rk_t.secret\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    }
+
+    #[test]
+    fn serves_https_under_its_own_ca() {
+        let identity = TlsIdentity::self_signed(&["r4.test"]).unwrap();
+        let options = Options {
+            tls: Some(identity.clone()),
+            ..Options::default()
+        };
+        let emulator = Emulator::start(DATA, options).unwrap();
+        let port = emulator.addr().port();
+        assert_eq!(emulator.url(), format!("https://127.0.0.1:{port}"));
+        let ca = emulator.ca_pem().unwrap();
+        assert_eq!(Some(ca), identity.ca_pem());
+        // The certificate names every loopback spelling and the extra name.
+        for name in ["127.0.0.1", "localhost", "::1", "r4.test"] {
+            let answer =
+                https_get(emulator.url(), ca, name, "/api/v1/machine/vault/env/p1").unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{name}: {answer}"
+            );
+            assert!(
+                answer.ends_with(r#"{"env":{"A":"1"},"projectId":"p1","count":1}"#),
+                "{answer}"
+            );
+        }
+        // A name it does not cover, and a CA that did not sign it, are refused by the client;
+        // the server goes on serving.
+        let stranger = TlsIdentity::self_signed(&[]).unwrap();
+        for (ca, name) in [(ca, "r5.test"), (stranger.ca_pem().unwrap(), "127.0.0.1")] {
+            let error = https_get(emulator.url(), ca, name, "/").unwrap_err();
+            assert!(
+                crate::tls::test_client::is_refused_certificate(&error),
+                "{name}: {error:?}"
+            );
+        }
+        assert!(https_get(emulator.url(), ca, "localhost", "/")
+            .unwrap()
+            .starts_with("HTTP/1.1 404 "));
+    }
+
+    #[test]
+    fn a_plain_http_emulator_has_no_ca() {
+        let emulator = Emulator::start(DATA, Options::default()).unwrap();
+        assert!(emulator.url().starts_with("http://"));
+        assert_eq!(emulator.ca_pem(), None);
+        assert_eq!(Options::default().tls, None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Starts the built `r4-emulator` binary and talks raw HTTP/1.1 to it over `std::net::TcpStream`.
-//! Every test waits for events (the listening line, the answer), never for time.
+//! Starts the built `r4-emulator` binary and talks raw HTTP/1.1 to it over `std::net::TcpStream`
+//! (and over rustls for HTTPS). Every test waits for events (the listening line, the answer), never
+//! for time.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -11,6 +12,8 @@ const DEMO_KEY: &str = "rk_demo.demo-secret-do-not-use";
 /// process anyway, since its stdin closes).
 struct Emulator {
     child: Child,
+    /// `http` or `https`, from the listening line.
+    scheme: String,
     addr: String,
 }
 
@@ -28,12 +31,17 @@ impl Emulator {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("read the listening line");
-        let addr = line
-            .strip_prefix("listening on http://")
+        let (scheme, addr) = line
+            .strip_prefix("listening on ")
             .and_then(|rest| rest.strip_suffix('\n'))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Emulator { child, addr }
+            .and_then(|url| url.split_once("://"))
+            .filter(|(scheme, _)| ["http", "https"].contains(scheme))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Emulator {
+            scheme: scheme.to_owned(),
+            addr: addr.to_owned(),
+            child,
+        }
     }
 
     fn demo(extra: &[&str]) -> Emulator {
@@ -274,6 +282,123 @@ fn bad_data_file_and_remote_listen_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+}
+
+/// One GET over HTTPS (`Connection: close`), the certificate checked against `ca_pem` for `name`.
+fn https_get(addr: &str, ca_pem: &str, name: &str, path: &str) -> std::io::Result<Answer> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let connection = rustls::ClientConnection::new(config.into(), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, TcpStream::connect(addr)?);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {DEMO_KEY}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Ok(Answer::parse(&raw))
+}
+
+#[test]
+fn tls_self_signed_serves_https_and_writes_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let emu = Emulator::demo(&[
+        "--tls-self-signed",
+        ca_file.to_str().unwrap(),
+        "--tls-name",
+        "r4.test",
+    ]);
+    assert_eq!(emu.scheme, "https");
+    assert!(emu.addr.starts_with("127.0.0.1:"), "{}", emu.addr);
+    // Written before the listening line.
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----\n"), "{ca}");
+    for name in ["r4.test", "127.0.0.1", "localhost"] {
+        let answer = https_get(&emu.addr, &ca, name, "/api/v1/machine/vault/env/demo").unwrap();
+        assert_eq!(answer.status, 200, "{name}: {answer:?}");
+        assert_eq!(answer.json()["projectId"], "demo");
+    }
+    // Plain HTTP to the HTTPS port gets no answer from the API.
+    let mut plain = TcpStream::connect(&emu.addr).unwrap();
+    plain
+        .write_all(b"GET /api/v1/machine/project HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!raw.starts_with(b"HTTP/1.1 200"), "{raw:?}");
+}
+
+#[test]
+fn tls_cert_and_key_files() {
+    // A CA and a server certificate it signed, as a user would bring them.
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["api.test".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let emu = Emulator::demo(&[
+        "--tls-cert",
+        cert_file.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert_eq!(emu.scheme, "https");
+    let answer = https_get(&emu.addr, &ca.pem(), "api.test", "/api/v1/machine/project").unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // The certificate names api.test only: the client refuses it for localhost.
+    assert!(https_get(&emu.addr, &ca.pem(), "localhost", "/").is_err());
+}
+
+#[test]
+fn tls_set_up_errors_exit_2_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let unwritable = dir.path().join("no/such/dir/ca.pem");
+    for (args, needle) in [
+        (
+            vec!["--tls-cert", garbage, "--tls-key", garbage],
+            "no CERTIFICATE block",
+        ),
+        (
+            vec!["--tls-self-signed", unwritable.to_str().unwrap()],
+            "cannot write the CA certificate",
+        ),
+        (vec!["--tls-name", "r4.test"], "--tls-self-signed"),
+        (vec!["--tls-cert", garbage], "--tls-key"),
+    ] {
+        let out = Command::new(emulator_bin())
+            .arg("--demo")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -2,11 +2,13 @@
 
 mod support;
 
+mod container;
 mod dns;
 mod dotenv;
 mod emulator;
 mod fallback;
 mod faults;
+mod https;
 mod hygiene;
 mod mount;
 mod project;

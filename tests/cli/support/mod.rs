@@ -3,6 +3,7 @@
 
 pub mod corpus;
 pub mod emulator;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
