@@ -222,13 +222,12 @@ fn the_static_binary_runs_as_pid_1_in_an_empty_root_over_http() {
     assert_vars_arrived(&env, &base);
     assert_eq!(pid, 2, "{base}: the child's pid in the namespace");
 
-    // A name, from /etc/hosts. r4-run looks names up on a helper thread, whose thread id is taken
-    // from the namespace's pid numbers, so the child is not always pid 2 here (on this machine it
-    // is 3): only the variables are asserted.
+    // A name: localhost is loopback without a lookup, and a name in /etc/hosts is read from the file
+    // without a lookup thread (which would take a pid number in the namespace): still pid 2.
     let base = format!("http://localhost:{port}");
     let (pid, env) = run_as_pid_1(root.path(), &base, None);
     assert_vars_arrived(&env, &base);
-    println!("{base}: the child's pid in the namespace is {pid}");
+    assert_eq!(pid, 2, "{base}: the child's pid in the namespace");
 }
 
 #[test]
@@ -249,7 +248,7 @@ fn the_static_binary_runs_as_pid_1_in_an_empty_root_over_https() {
     let base = format!("https://r4.test:{}", api.port);
     let (pid, env) = run_as_pid_1(root.path(), &base, Some("/ca.pem"));
     assert_vars_arrived(&env, &base);
-    println!("{base}: the child's pid in the namespace is {pid}");
+    assert_eq!(pid, 2, "{base}: the child's pid in the namespace");
 
     // Without SSL_CERT_FILE r4-run looks for the system's store, which the root has none of: the
     // same certificate is refused, so the trust above came from /ca.pem.
@@ -258,6 +257,7 @@ fn the_static_binary_runs_as_pid_1_in_an_empty_root_over_https() {
         &[("R4_API_KEY", KEY)],
         &[
             "/r4-run",
+            "-v",
             "--base-url",
             &base,
             "-p",
@@ -270,6 +270,12 @@ fn the_static_binary_runs_as_pid_1_in_an_empty_root_over_https() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("SSL_CERT_FILE"), "{stderr}");
+    // With no store at all, r4-run trusts Mozilla's roots built into it (which do not hold the
+    // emulator's CA), and -v says so.
+    assert!(
+        stderr.contains("certificate authorities from Mozilla's roots built into r4-run"),
+        "{stderr}"
+    );
 
     // An image that carries a bundle where Debian keeps it needs no SSL_CERT_FILE.
     let certs = root.path().join("etc/ssl/certs");
