@@ -116,7 +116,7 @@ struct ProjectList<'a> {
 }
 
 /// Which projects a key may see.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Visibility {
     #[default]
     All,
@@ -151,6 +151,7 @@ impl Visibility {
 }
 
 /// One API key, ready to serve.
+#[derive(Clone)]
 pub struct Key {
     /// The public half, before the dot: the only part ever logged.
     pub access_id: String,
@@ -161,6 +162,7 @@ pub struct Key {
 }
 
 /// One project, ready to serve.
+#[derive(Clone)]
 pub struct Project {
     pub archived: bool,
     /// The `GET /vault/env/{id}` answer.
@@ -168,6 +170,7 @@ pub struct Project {
 }
 
 /// Everything the emulator serves. Keys are indexed by the whole key string.
+#[derive(Clone)]
 pub struct Data {
     pub keys: HashMap<String, usize>,
     pub key_list: Vec<Key>,
@@ -175,6 +178,21 @@ pub struct Data {
 }
 
 impl Data {
+    /// Gives project `id` these variables (a JSON object of strings, or anything a data file's `env`
+    /// may hold); the project must exist.
+    pub fn set_env(&mut self, id: &str, env: &serde_json::Value) -> Result<(), String> {
+        let Some(project) = self.projects.get_mut(id) else {
+            return Err(format!("no project {id:?}"));
+        };
+        let env = serde_json::to_string(env).map_err(|e| e.to_string())?;
+        let count = count_members(&env).map_err(|e| format!("project {id:?}: {e}"))?;
+        let id_json = serde_json::to_string(id).map_err(|e| e.to_string())?;
+        project.env_answer = Bytes::from(format!(
+            r#"{{"env":{env},"projectId":{id_json},"count":{count}}}"#
+        ));
+        Ok(())
+    }
+
     pub fn demo() -> Data {
         Data::from_json(DEMO_JSON.as_bytes()).expect("the built-in demo data is valid")
     }

@@ -91,12 +91,12 @@ fn run(cli: Cli) -> Result<(), String> {
         });
     }
 
-    let state = Arc::new(State::new(
-        data,
-        cli.rate_limit.0,
-        cli.daily_limit.0,
-        cli.log,
-    ));
+    let mut state = State::new(data, cli.rate_limit.0, cli.daily_limit.0, cli.log);
+    if let Some(path) = &cli.data {
+        // An edited data file is served from the next request on (to try r4-run --watch).
+        state = state.reloading_from(path.clone());
+    }
+    let state = Arc::new(state);
 
     let runtime = server::runtime()?;
     runtime.block_on(async move {

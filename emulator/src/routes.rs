@@ -6,8 +6,9 @@
 //! Anything outside `/api/v1/machine` is 404 `not_found` without authentication; inside it, a
 //! request is authenticated and counted against its key's limits before it is routed.
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
 
 use hyper::{Method, Request, Response, StatusCode};
 
@@ -19,7 +20,11 @@ pub const PREFIX: &str = "/api/v1/machine";
 
 /// Everything a request needs; shared by all connections of the single-threaded server.
 pub struct State {
-    pub data: Data,
+    /// What is served. Replaced whole when it changes (a data file edited while serving,
+    /// `Emulator::set_project_env`); a request sees one version from start to end.
+    data: RwLock<Arc<Data>>,
+    /// The data file, re-read when its modification time changes.
+    source: Option<DataFile>,
     pub short_limit: Option<Limit>,
     pub daily_limit: Option<Limit>,
     pub log: bool,
@@ -38,7 +43,8 @@ impl State {
     ) -> State {
         let limiters = Mutex::new(vec![KeyLimiter::default(); data.key_list.len()]);
         State {
-            data,
+            data: RwLock::new(Arc::new(data)),
+            source: None,
             short_limit,
             daily_limit,
             log,
@@ -46,6 +52,33 @@ impl State {
             limiters,
             canned: Canned::new(),
         }
+    }
+
+    /// Serves `path`, and re-reads it whenever its modification time changes (checked at each
+    /// request): an edited data file is served from the next request on, for trying `--watch`.
+    pub fn reloading_from(mut self, path: PathBuf) -> State {
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        self.source = Some(DataFile {
+            path,
+            modified: Mutex::new(modified),
+        });
+        self
+    }
+
+    /// The data being served now.
+    pub fn data(&self) -> Arc<Data> {
+        if let Some(source) = &self.source {
+            source.reload_if_changed(self);
+        }
+        Arc::clone(&self.data.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Serves `data` from the next request on. Keys keep their rate-limit windows by position.
+    pub fn replace(&self, data: Data) {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        limiters.resize(data.key_list.len(), KeyLimiter::default());
+        drop(limiters);
+        *self.data.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(data);
     }
 
     /// Answer one request; never panics.
@@ -57,13 +90,13 @@ impl State {
                 req.method(),
                 req.uri().path(),
                 response.status().as_u16(),
-                access_id.unwrap_or("-")
+                access_id.as_deref().unwrap_or("-")
             );
         }
         response
     }
 
-    fn route<B>(&self, req: &Request<B>) -> (Response<Body>, Option<&str>) {
+    fn route<B>(&self, req: &Request<B>) -> (Response<Body>, Option<String>) {
         let Some(rest) = req.uri().path().strip_prefix(PREFIX) else {
             return (self.canned.not_found(), None);
         };
@@ -72,14 +105,15 @@ impl State {
         }
 
         // Authenticate: an unknown or archived key is refused like a missing one.
+        let data = self.data();
         let key_index = request_key(req.headers())
-            .and_then(|key| self.data.keys.get(key).copied())
-            .filter(|&i| !self.data.key_list[i].archived);
+            .and_then(|key| data.keys.get(key).copied())
+            .filter(|&i| !data.key_list[i].archived);
         let Some(key_index) = key_index else {
             return (self.canned.unauthorized(), None);
         };
-        let key = &self.data.key_list[key_index];
-        let access_id = Some(key.access_id.as_str());
+        let key = &data.key_list[key_index];
+        let access_id = Some(key.access_id.clone());
 
         // Count the request against the key's limits, before routing.
         if self.short_limit.is_some() || self.daily_limit.is_some() {
@@ -109,7 +143,7 @@ impl State {
             } else {
                 match percent_decode(raw_id) {
                     None => self.canned.not_found(),
-                    Some(id) => match self.data.projects.get(&id) {
+                    Some(id) => match data.projects.get(&id) {
                         Some(p) if !p.archived && key.visibility.allows(&id) => {
                             json(StatusCode::OK, p.env_answer.clone())
                         }
@@ -121,6 +155,38 @@ impl State {
             self.canned.not_found()
         };
         (response, access_id)
+    }
+}
+
+/// A data file being served, and the modification time of the version served.
+struct DataFile {
+    path: PathBuf,
+    modified: Mutex<Option<SystemTime>>,
+}
+
+impl DataFile {
+    fn reload_if_changed(&self, state: &State) {
+        let now = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut seen = self.modified.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_none() || now == *seen {
+            return;
+        }
+        *seen = now;
+        // A file caught half-written, or edited into nonsense, leaves the last good data served.
+        match std::fs::read(&self.path).map_err(|e| e.to_string()).and_then(|t| Data::from_json(&t)) {
+            Ok(data) => {
+                state.replace(data);
+                if state.log {
+                    eprintln!("r4-emulator: reloaded {}", self.path.display());
+                }
+            }
+            Err(e) => eprintln!(
+                "r4-emulator: warning: {} changed but is not usable ({e}); still serving the last good data",
+                self.path.display()
+            ),
+        }
     }
 }
 

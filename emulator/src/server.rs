@@ -153,6 +153,8 @@ pub struct Emulator {
     url: String,
     addr: SocketAddr,
     ca_pem: Option<String>,
+    /// What it serves, to change while it runs.
+    state: Arc<State>,
     /// Dropped to stop the server.
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -183,11 +185,12 @@ impl Emulator {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (acceptor, ca_pem) = tls.unzip();
         let (stop, stopped) = oneshot::channel::<()>();
+        let served = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name("r4-emulator".to_owned())
             .spawn(move || {
                 runtime.block_on(async move {
-                    tokio::spawn(serve(listener, state, acceptor));
+                    tokio::spawn(serve(listener, served, acceptor));
                     // Err once the handle drops its sender: that is the signal to stop.
                     let _ = stopped.await;
                 });
@@ -199,6 +202,7 @@ impl Emulator {
             url: format!("{scheme}://{addr}"),
             addr,
             ca_pem: ca_pem.flatten(),
+            state,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -212,6 +216,15 @@ impl Emulator {
     /// The address it listens on (127.0.0.1 and its port), e.g. for a base URL with a host name.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Gives project `id` these variables from the next request on (a JSON object of strings), as
+    /// a project whose variables are edited in R4 while a client watches it.
+    pub fn set_project_env(&self, id: &str, env: &serde_json::Value) -> Result<(), String> {
+        let mut data = (*self.state.data()).clone();
+        data.set_env(id, env)?;
+        self.state.replace(data);
+        Ok(())
     }
 
     /// With a self-signed [`Options::tls`], the CA certificate (PEM) a client must trust.
@@ -354,6 +367,30 @@ mod tests {
         assert!(emulator.url().starts_with("http://"));
         assert_eq!(emulator.ca_pem(), None);
         assert_eq!(Options::default().tls, None);
+    }
+
+    #[test]
+    fn a_projects_variables_change_while_it_serves() {
+        let emulator = Emulator::start(DATA, Options::default()).unwrap();
+        let get = || {
+            let mut stream = TcpStream::connect(emulator.addr()).unwrap();
+            write!(
+                stream,
+                "GET /api/v1/machine/vault/env/p1 HTTP/1.1\r\nhost: x\r\nx-api-key: rk_t.secret\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            answer
+        };
+        assert!(get().contains(r#""env":{"A":"1"}"#));
+        emulator
+            .set_project_env("p1", &serde_json::json!({"A": "2", "B": "x"}))
+            .unwrap();
+        assert!(get().contains(r#""env":{"A":"2","B":"x"}"#));
+        assert!(emulator
+            .set_project_env("nope", &serde_json::json!({}))
+            .is_err());
     }
 
     #[test]

@@ -263,6 +263,44 @@ fn data_file_serves_any_env_value_and_keeps_alive() {
 }
 
 #[test]
+fn an_edited_data_file_is_served_from_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.json");
+    let write = |value: &str, bump: u64| {
+        let text = format!(
+            r#"{{"keys":[{{"key":"rk_w.secret"}}],"projects":[{{"id":"p","env":{{"A":"{value}"}}}}]}}"#
+        );
+        std::fs::write(&path, text).unwrap();
+        // An mtime of its own, whatever the file system's clock granularity.
+        let at = std::time::SystemTime::now() + std::time::Duration::from_secs(bump);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    };
+    write("before", 0);
+    let emu = Emulator::start(&["--data", path.to_str().unwrap()]);
+    let get = || {
+        emu.get("/api/v1/machine/vault/env/p", Some("rk_w.secret"))
+            .json()
+    };
+    assert_eq!(get()["env"]["A"], "before");
+    write("after", 10);
+    assert_eq!(get()["env"]["A"], "after");
+    // Nonsense keeps the last good data served.
+    std::fs::write(&path, "{").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(get()["env"]["A"], "after");
+}
+
+#[test]
 fn bad_data_file_and_remote_listen_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.json");
