@@ -5,7 +5,8 @@
 use crate::env::ChildEnv;
 use crate::error::Error;
 use crate::exit::Outcome;
-use crate::signals;
+use crate::platform;
+use crate::{hardening, signals};
 use crate::{verbose, warn};
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -111,9 +112,12 @@ fn command(cmd: &CommandLine, env: &ChildEnv<'_>) -> Result<Command, Outcome> {
         .envs(env.iter().map(|(k, v)| (k, v.as_os_str())));
     let mask = *signals::block();
     // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
-    // (pthread_sigmask, signal); it allocates nothing and takes no lock.
+    // (pthread_sigmask, signal, setrlimit); it allocates nothing and takes no lock.
     unsafe {
-        command.pre_exec(move || mask.restore_in_child());
+        command.pre_exec(move || {
+            hardening::restore_core_limit_in_child();
+            mask.restore_in_child()
+        });
     }
     Ok(command)
 }
@@ -151,13 +155,8 @@ impl Prepared {
             mode,
         } = self;
         if mode.subreaper && !mode.pid1 {
-            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer argument.
-            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-            if rc != 0 {
-                warn!(
-                    "cannot become a child subreaper: {}",
-                    io::Error::last_os_error()
-                );
+            if let Err(e) = platform::become_subreaper() {
+                warn!("cannot become a child subreaper: {e}");
             }
         }
         let spawned = command.spawn();
