@@ -9,6 +9,7 @@ use crate::dotenv::{self, Format};
 use crate::env::MergePolicy;
 use crate::error::{Error, Result};
 use crate::fallback;
+use crate::platform;
 use crate::secret::{ApiKey, SecretString};
 use crate::supervise;
 use reqwest::Url;
@@ -228,6 +229,8 @@ impl Config {
             // Only the environment can get here (the two flags conflict in clap): a container-wide
             // R4_RUN_SUBREAPER=1 should not stop one --exec run.
             crate::warn!("R4_RUN_SUBREAPER is ignored with --exec: no supervisor remains to reap");
+        } else if subreaper && !platform::HAS_SUBREAPER {
+            return Err(no_subreaper(args.subreaper, platform::NAME));
         }
 
         let key_file = match args.api_key_file.filter(|p| !p.as_os_str().is_empty()) {
@@ -351,6 +354,27 @@ fn setting(
         Err(_) => Err(Error::new(format!("{var} is not valid UTF-8"))
             .hint(format!("set {var} to plain text, or unset it"))),
     }
+}
+
+/// The error for a subreaper asked for (by the flag, or else `R4_RUN_SUBREAPER`) on a system that
+/// has none: reaping was promised, and quietly not doing it would leave zombies behind.
+fn no_subreaper(by_flag: bool, system: &str) -> Error {
+    let asked = if by_flag {
+        "--subreaper"
+    } else {
+        "R4_RUN_SUBREAPER"
+    };
+    let drop_it = if by_flag {
+        "leave out --subreaper"
+    } else {
+        "unset R4_RUN_SUBREAPER"
+    };
+    Error::new(format!(
+        "{asked}: {system} has no child subreaper, so r4-run cannot reap the command's orphans"
+    ))
+    .hint(format!(
+        "{drop_it}: orphans then go to the system's init (launchd on macOS), which reaps them"
+    ))
 }
 
 /// A yes/no environment variable (`R4_RUN_SUBREAPER`): 1/true/yes/on or 0/false/no/off, any case;
@@ -594,12 +618,15 @@ mod tests {
             .unwrap();
             assert!(cfg.exec && !cfg.subreaper, "{off}");
         }
-        let cfg = config_of(
+        let got = config_of(
             &["-p", "x", "--", "true"],
             &[key, ("R4_RUN_SUBREAPER", "1")],
-        )
-        .unwrap();
-        assert!(cfg.subreaper);
+        );
+        if platform::HAS_SUBREAPER {
+            assert!(got.unwrap().subreaper);
+        } else {
+            assert!(got.unwrap_err().what().starts_with("R4_RUN_SUBREAPER: "));
+        }
         // Set for a whole container, it does not stop an --exec run: ignored (with a warning).
         let cfg = config_of(
             &["--exec", "-p", "x", "--", "true"],
@@ -616,6 +643,31 @@ mod tests {
         // Both on the command line is still a usage error.
         use clap::Parser;
         assert!(Args::try_parse_from(["r4-run", "--exec", "--subreaper", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn a_subreaper_where_there_is_none_is_refused_by_name() {
+        let flag = no_subreaper(true, "macOS");
+        assert_eq!(
+            flag.what(),
+            "--subreaper: macOS has no child subreaper, so r4-run cannot reap the command's orphans"
+        );
+        assert!(
+            flag.hint_text().unwrap().contains("leave out --subreaper"),
+            "{flag:?}"
+        );
+        let env = no_subreaper(false, "macOS");
+        assert!(env.what().starts_with("R4_RUN_SUBREAPER: macOS "), "{env}");
+        assert!(
+            env.hint_text().unwrap().contains("unset R4_RUN_SUBREAPER"),
+            "{env:?}"
+        );
+        // Where there is one, the flag is taken.
+        let got = config_of(
+            &["-p", "x", "--subreaper", "--", "true"],
+            &[("R4_API_KEY", "rk_a.b")],
+        );
+        assert_eq!(got.is_ok(), platform::HAS_SUBREAPER);
     }
 
     #[test]

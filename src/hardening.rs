@@ -1,10 +1,14 @@
 //! What r4-run does to its own process so that, once the child runs, no secret is left in it:
-//! scrubbing the API key from our own environment block, wiping the stack the fetch used, and turning
-//! core dumps off (dumpability from the start, the core-size limit once the child is started). See
-//! docs/security.md for the threat model and what cannot be covered.
+//! scrubbing the API key from our own environment block, wiping the stack the fetch used, and keeping
+//! debuggers and core dumps out (tracing and the core-size soft limit from the start, the hard limit
+//! once the child is started). See docs/security.md for the threat model, what each system allows
+//! and what cannot be covered.
 
+use crate::platform;
 use crate::wipe_alloc::wipe;
 use std::ffi::CStr;
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 /// Variables whose value is scrubbed in place in r4-run's own environment block.
 const SCRUBBED: [&str; 1] = ["R4_API_KEY"];
@@ -15,12 +19,9 @@ const SCRUBBED: [&str; 1] = ["R4_API_KEY"];
 /// copy there would outlive every wipe of our own. Call after the key has been read and before any
 /// other thread exists (nothing else reads the environment concurrently).
 pub fn scrub_own_environment() {
-    extern "C" {
-        static mut environ: *mut *mut libc::c_char;
-    }
-    // SAFETY: reading the `environ` pointer; r4-run is single-threaded here and never calls setenv,
-    // so the array and its strings are stable while we walk them.
-    let mut entry = unsafe { environ };
+    // r4-run is single-threaded here and never calls setenv, so the array and its strings are
+    // stable while we walk them.
+    let mut entry = platform::environ();
     if entry.is_null() {
         return;
     }
@@ -62,18 +63,47 @@ pub fn wipe_used_stack() {
     std::hint::black_box(&mut region);
 }
 
-/// Makes r4-run non-dumpable (`PR_SET_DUMPABLE` 0) before it reads the key: no core dump, and no
-/// `/proc/PID/mem` or ptrace attach without `CAP_SYS_PTRACE`, even if it aborts during the fetch
-/// (release builds abort on panic). The child is unaffected: exec makes a process dumpable again.
-/// Failure is harmless and ignored.
+/// The core-size limit r4-run was started with, which the child gets back.
+static INHERITED_CORE_LIMIT: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Keeps r4-run's memory to itself from before it reads the key until the child runs, even if it
+/// aborts during the fetch (release builds abort on panic): `platform::forbid_tracing` (Linux:
+/// non-dumpable; FreeBSD: no tracing; macOS: nothing), and on every system the core-size soft limit
+/// to 0. The hard limit stays, so the child gets the soft limit back (`restore_core_limit_in_child`);
+/// the tracing setting ends with exec by itself. Failure is harmless and ignored.
 pub fn forbid_dumping() {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    platform::forbid_tracing();
+    let mut limit = MaybeUninit::<libc::rlimit>::zeroed();
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, limit.as_mut_ptr()) } != 0 {
+        return;
+    }
+    // SAFETY: getrlimit succeeded and filled `limit`.
+    let inherited = unsafe { limit.assume_init() };
+    if INHERITED_CORE_LIMIT.set(inherited).is_err() {
+        return; // lowered already: the recorded value is the inherited one
+    }
+    let lowered = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: inherited.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lowered) };
 }
 
-/// The core-size limit to 0 for r4-run itself, once the child is started: the child inherits
-/// resource limits (unlike dumpability), so setting it earlier would take its core dumps away.
-/// Failure is harmless and ignored.
+/// Between fork and exec, in the child: the core-size soft limit back to what r4-run was started
+/// with (its hard limit was never lowered before the spawn, so this cannot be refused). Only a
+/// lock-free read and one system call: safe after fork.
+pub fn restore_core_limit_in_child() {
+    if let Some(inherited) = INHERITED_CORE_LIMIT.get() {
+        // SAFETY: setrlimit reads the struct we pass.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, inherited) };
+    }
+}
+
+/// The core-size limit, the hard one too, to 0 for r4-run itself once the child is started: the
+/// child inherits resource limits (unlike dumpability), so lowering the hard limit earlier would
+/// take the child's core dumps away for good. Failure is harmless and ignored.
 pub fn forbid_core_dumps() {
     let zero = libc::rlimit {
         rlim_cur: 0,

@@ -1,8 +1,8 @@
 //! Which signals r4-run relays to the child, and the signal mask that holds them for the supervise
 //! loop (see docs/signals.md).
 //!
-//! r4-run never installs a signal handler. It blocks every relayed signal (and SIGCHLD) in the main
-//! thread before anything else runs, so that
+//! r4-run runs no signal handler. It blocks every relayed signal (and SIGCHLD) in the main thread
+//! before anything else runs, so that
 //! - every later thread (the fetch's runtime, resolver threads) inherits the mask and none of them
 //!   can take a signal meant for the loop;
 //! - a signal that arrives between start and spawn waits, pending, instead of killing r4-run with a
@@ -10,8 +10,14 @@
 //! - as PID 1 the kernel still queues TERM and INT: it drops a signal to a namespace's init only when
 //!   the disposition is SIG_DFL *and* the signal is not blocked.
 //!
-//! The supervise loop then takes them one at a time with `sigtimedwait`.
+//! The supervise loop then takes them one at a time (`platform::take_signal`: `sigwaitinfo`, or
+//! `sigwait` where the platform has nothing else).
+//!
+//! It installs one handler, which does nothing and never runs (its signals stay blocked): on SIGCHLD
+//! and SIGWINCH, because BSD kernels (macOS, FreeBSD) discard a signal whose default action is to
+//! ignore it while the disposition is the default, blocked or not, so `sigwait` would never see it.
 
+use crate::platform::Origin;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -87,13 +93,16 @@ pub struct Placement {
     pub shares_group: bool,
     /// r4-run leads its session (`setsid`, `ssh -t host r4-run`, a tmux command, `docker run -t`).
     pub leads_session: bool,
+    /// r4-run's group is its terminal's foreground group as the signal is taken. Read only when
+    /// the origin is unknown.
+    pub in_foreground: bool,
 }
 
-/// Whether a relayed signal, taken with this `si_code`, goes on to the child. `child_stopped` is
-/// read for SIGCONT only.
+/// Whether a relayed signal, taken with this origin, goes on to the child. `child_stopped` is read
+/// for SIGCONT only.
 ///
 /// A signal may be skipped only when the child shares r4-run's group *and* the kernel sent this
-/// very signal to that whole group, so the child has its own copy. `si_code` alone cannot tell:
+/// very signal to that whole group, so the child has its own copy. The origin alone cannot tell:
 /// the kernel marks everything it generates `SI_KERNEL`, a terminal's Ctrl-C as well as an
 /// `alarm()` timer's SIGALRM, which goes to r4-run alone. So it is decided by signal too:
 /// - INT, QUIT, TSTP (the keyboard), WINCH (a resize), TTIN, TTOU (a background read or write):
@@ -104,11 +113,19 @@ pub struct Placement {
 ///   r4-run alone and the child has not had them;
 /// - anything else (ALRM from a timer, TERM, USR1, USR2) concerns r4-run alone.
 ///
-/// A signal a process sent (`SI_USER`, `SI_QUEUE`, `SI_TKILL`, `SI_TIMER` from a POSIX timer: all
-/// <= 0) was aimed at r4-run and is relayed (see docs/signals.md for the one known limit).
+/// A signal a process sent (or a POSIX timer) was aimed at r4-run and is relayed (see
+/// docs/signals.md for the one known limit).
+///
+/// With the origin unknown (macOS's `sigwait`) the same facts decide, plus where r4-run's group is
+/// at that moment: the keys and a resize reach the terminal's foreground group only, so INT, QUIT,
+/// TSTP and WINCH are taken for the terminal's while r4-run is in the foreground and for a
+/// process's otherwise; TTIN and TTOU reach a background group only, so the other way round. HUP
+/// is decided by session as above, and CONT by whether the child is still stopped (a group's
+/// SIGCONT would have continued it). The price: a process's `kill -INT <r4-run>` while r4-run runs
+/// in the terminal's foreground is taken for Ctrl-C and not relayed.
 pub fn relay_decision(
     signal: libc::c_int,
-    si_code: libc::c_int,
+    origin: Origin,
     placement: Placement,
     child_stopped: bool,
 ) -> Relay {
@@ -116,8 +133,8 @@ pub fn relay_decision(
         // Nothing reaches a child in its own group but through us.
         return Relay::Send;
     }
-    let sent_to_the_group = si_code == libc::SI_KERNEL
-        && match signal {
+    let sent_to_the_group = match origin {
+        Origin::Kernel => match signal {
             libc::SIGINT
             | libc::SIGQUIT
             | libc::SIGTSTP
@@ -126,7 +143,17 @@ pub fn relay_decision(
             | libc::SIGWINCH => true,
             libc::SIGHUP | libc::SIGCONT => !placement.leads_session,
             _ => false,
-        };
+        },
+        Origin::Process => false,
+        Origin::Unknown => match signal {
+            libc::SIGINT | libc::SIGQUIT | libc::SIGTSTP | libc::SIGWINCH => {
+                placement.in_foreground
+            }
+            libc::SIGTTIN | libc::SIGTTOU => !placement.in_foreground,
+            libc::SIGHUP => !placement.leads_session,
+            _ => false,
+        },
+    };
     if sent_to_the_group {
         return Relay::Skip(Skipped::SentToTheGroup);
     }
@@ -202,7 +229,7 @@ pub fn block() -> &'static Mask {
         Mask {
             waited,
             inherited,
-            chld_was_ignored: reset_sigchld(),
+            chld_was_ignored: catch_default_ignored(),
             pipe_was_ignored: SIGPIPE_AT_START.load(Ordering::Relaxed) == IGNORED,
         }
     })
@@ -220,15 +247,43 @@ fn waited_set() -> libc::sigset_t {
     unsafe { set.assume_init() }
 }
 
-/// Makes sure SIGCHLD is not SIG_IGN for r4-run (returns whether it was). Any other disposition is
-/// left as inherited: r4-run installs no handler and sets nothing to SIG_IGN, because ignored
-/// dispositions survive exec and the child must get every signal it would get without us.
-fn reset_sigchld() -> bool {
-    if is_ignored(libc::SIGCHLD) != Some(true) {
-        return false;
+/// Gives SIGCHLD, and SIGWINCH at its default, a handler that does nothing (returns whether SIGCHLD
+/// was SIG_IGN).
+///
+/// SIGCHLD: SIG_IGN would have the kernel reap the children itself, and `waitpid` would never see
+/// the child's status. SIG_DFL, whose action is to ignore, is as bad on BSD kernels (macOS,
+/// FreeBSD): they discard such a signal when it is generated, blocked or not, so `sigwait` would
+/// never return for it. Caught, it stays pending while blocked on every system. The handler never
+/// runs (the signals stay blocked in every thread) and exec resets it to the default: the child
+/// sees the default, or SIG_IGN again where r4-run inherited that (`restore_in_child`). SIGWINCH
+/// inherited as SIG_IGN stays so: the child inherits that through exec and ignores it anyway.
+/// Nothing else is changed: ignored dispositions survive exec, and the child must get every signal
+/// it would get without us.
+fn catch_default_ignored() -> bool {
+    let chld_was_ignored = is_ignored(libc::SIGCHLD) == Some(true);
+    catch(libc::SIGCHLD);
+    if is_ignored(libc::SIGWINCH) == Some(false) {
+        catch(libc::SIGWINCH);
     }
-    set_disposition(libc::SIGCHLD, libc::SIG_DFL);
-    true
+    chld_was_ignored
+}
+
+/// The handler of `catch`: never runs, since its signals stay blocked.
+extern "C" fn do_nothing(_: libc::c_int) {}
+
+fn catch(signal: libc::c_int) {
+    let mut action = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: `action` is zeroed storage for one sigaction; its mask is initialised by
+    // sigemptyset and the handler is a function that does nothing (async-signal-safe).
+    let action = unsafe {
+        let ptr = action.as_mut_ptr();
+        libc::sigemptyset(&mut (*ptr).sa_mask);
+        (*ptr).sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        (*ptr).sa_flags = libc::SA_RESTART;
+        action.assume_init()
+    };
+    // SAFETY: `action` is a valid sigaction; a null old-action pointer is allowed.
+    unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
 }
 
 fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
@@ -239,20 +294,21 @@ fn set_disposition(signal: libc::c_int, handler: libc::sighandler_t) {
 impl Mask {
     /// Gives the child, between fork and exec, the mask and the SIGCHLD and SIGPIPE dispositions
     /// r4-run inherited. std has already emptied the mask and reset SIGPIPE (which the Rust runtime
-    /// ignores) to SIG_DFL by then; this runs after that. Only async-signal-safe calls.
+    /// ignores) to SIG_DFL by then; this runs after that. The handler of `catch_default_ignored`
+    /// is reset by exec itself. Only async-signal-safe calls.
     pub fn restore_in_child(&self) -> std::io::Result<()> {
+        if self.chld_was_ignored {
+            set_disposition(libc::SIGCHLD, libc::SIG_IGN);
+        }
+        if self.pipe_was_ignored {
+            set_disposition(libc::SIGPIPE, libc::SIG_IGN);
+        }
         // SAFETY: `self.inherited` is an initialised sigset_t; a null old-set pointer is allowed.
         let rc = unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.inherited, std::ptr::null_mut())
         };
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
-        }
-        if self.chld_was_ignored {
-            set_disposition(libc::SIGCHLD, libc::SIG_IGN);
-        }
-        if self.pipe_was_ignored {
-            set_disposition(libc::SIGPIPE, libc::SIG_IGN);
         }
         Ok(())
     }
@@ -282,13 +338,8 @@ impl Mask {
                 libc::sigaddset(one.as_mut_ptr(), signal);
                 one.assume_init()
             };
-            let zero = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `one` is an initialised set, a null siginfo pointer is allowed, `zero` is a
-            // valid timespec; the signal is pending so this returns at once.
-            unsafe { libc::sigtimedwait(&one, std::ptr::null_mut(), &zero) };
+            // Pending, so this returns at once.
+            let _ = crate::platform::take_signal(&one, false);
             if ENDING.contains(&signal) {
                 ending.get_or_insert(signal);
             } else {
@@ -303,65 +354,98 @@ impl Mask {
 mod tests {
     use super::*;
     use libc::{SIGALRM, SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU};
-    use libc::{SIGUSR1, SIGUSR2, SIGWINCH, SI_KERNEL, SI_QUEUE, SI_TIMER, SI_TKILL, SI_USER};
+    use libc::{SIGUSR1, SIGUSR2, SIGWINCH};
 
     const SEND: Relay = Relay::Send;
     const GROUP: Relay = Relay::Skip(Skipped::SentToTheGroup);
     const RUNNING: Relay = Relay::Skip(Skipped::ChildRunning);
+    const KERNEL: Origin = Origin::Kernel;
+    const PROCESS: Origin = Origin::Process;
+    const UNKNOWN: Origin = Origin::Unknown;
 
-    /// (signal, si_code, shares_group, leads_session, child_stopped) -> decision.
+    /// (signal, origin, shares_group, leads_session, in_foreground, child_stopped) -> decision.
     #[rustfmt::skip]
-    const TABLE: &[(libc::c_int, libc::c_int, bool, bool, bool, Relay)] = &[
+    const TABLE: &[(libc::c_int, Origin, bool, bool, bool, bool, Relay)] = &[
         // The terminal's keys, a resize, a background read or write: to the whole foreground group.
-        (SIGINT,   SI_KERNEL, true,  false, false, GROUP),
-        (SIGINT,   SI_KERNEL, true,  true,  false, GROUP),
-        (SIGQUIT,  SI_KERNEL, true,  true,  false, GROUP),
-        (SIGTSTP,  SI_KERNEL, true,  false, false, GROUP),
-        (SIGTTIN,  SI_KERNEL, true,  false, false, GROUP),
-        (SIGTTOU,  SI_KERNEL, true,  true,  false, GROUP),
-        (SIGWINCH, SI_KERNEL, true,  true,  false, GROUP),
+        (SIGINT,   KERNEL,  true,  false, true,  false, GROUP),
+        (SIGINT,   KERNEL,  true,  true,  true,  false, GROUP),
+        (SIGQUIT,  KERNEL,  true,  true,  true,  false, GROUP),
+        (SIGTSTP,  KERNEL,  true,  false, true,  false, GROUP),
+        (SIGTTIN,  KERNEL,  true,  false, false, false, GROUP),
+        (SIGTTOU,  KERNEL,  true,  true,  false, false, GROUP),
+        (SIGWINCH, KERNEL,  true,  true,  true,  false, GROUP),
+        // A known origin decides alone: where the group is does not matter.
+        (SIGINT,   KERNEL,  true,  false, false, false, GROUP),
+        (SIGTTIN,  KERNEL,  true,  false, true,  false, GROUP),
         // A hang-up: to the session leader alone, to the foreground group only when the leader exits.
-        (SIGHUP,   SI_KERNEL, true,  false, false, GROUP),
-        (SIGHUP,   SI_KERNEL, true,  true,  false, SEND),
-        (SIGCONT,  SI_KERNEL, true,  false, true,  GROUP),
-        (SIGCONT,  SI_KERNEL, true,  true,  true,  SEND),
-        (SIGCONT,  SI_KERNEL, true,  true,  false, RUNNING),
-        // alarm() and setitimer(ITIMER_REAL): SI_KERNEL too, but to r4-run alone.
-        (SIGALRM,  SI_KERNEL, true,  false, false, SEND),
-        (SIGALRM,  SI_KERNEL, true,  true,  false, SEND),
-        (SIGALRM,  SI_TIMER,  true,  true,  false, SEND),
+        (SIGHUP,   KERNEL,  true,  false, true,  false, GROUP),
+        (SIGHUP,   KERNEL,  true,  true,  true,  false, SEND),
+        (SIGCONT,  KERNEL,  true,  false, true,  true,  GROUP),
+        (SIGCONT,  KERNEL,  true,  true,  true,  true,  SEND),
+        (SIGCONT,  KERNEL,  true,  true,  true,  false, RUNNING),
+        // alarm() and setitimer(ITIMER_REAL): the kernel's too, but to r4-run alone.
+        (SIGALRM,  KERNEL,  true,  false, true,  false, SEND),
+        (SIGALRM,  KERNEL,  true,  true,  true,  false, SEND),
         // Never sent by the kernel to a group; relayed whatever the origin.
-        (SIGTERM,  SI_KERNEL, true,  false, false, SEND),
-        (SIGUSR1,  SI_KERNEL, true,  false, false, SEND),
-        (SIGUSR2,  SI_KERNEL, true,  false, false, SEND),
-        // Sent by a process: aimed at r4-run.
-        (SIGINT,   SI_USER,   true,  false, false, SEND),
-        (SIGINT,   SI_QUEUE,  true,  false, false, SEND),
-        (SIGWINCH, SI_TKILL,  true,  false, false, SEND),
-        (SIGHUP,   SI_USER,   true,  false, false, SEND),
+        (SIGTERM,  KERNEL,  true,  false, true,  false, SEND),
+        (SIGUSR1,  KERNEL,  true,  false, true,  false, SEND),
+        (SIGUSR2,  KERNEL,  true,  false, true,  false, SEND),
+        // Sent by a process (or a POSIX timer): aimed at r4-run.
+        (SIGINT,   PROCESS, true,  false, true,  false, SEND),
+        (SIGWINCH, PROCESS, true,  false, true,  false, SEND),
+        (SIGHUP,   PROCESS, true,  false, true,  false, SEND),
+        (SIGALRM,  PROCESS, true,  true,  true,  false, SEND),
         // A shell's fg/bg: SIGCONT from a process to the group, the child already running.
-        (SIGCONT,  SI_USER,   true,  false, false, RUNNING),
-        (SIGCONT,  SI_USER,   true,  false, true,  SEND),
-        // Some other kernel code than SI_KERNEL is not the terminal's.
-        (SIGINT,   1,         true,  false, false, SEND),
+        (SIGCONT,  PROCESS, true,  false, true,  false, RUNNING),
+        (SIGCONT,  PROCESS, true,  false, true,  true,  SEND),
+        // The origin unknown (macOS): the keys and a resize reach the foreground group only...
+        (SIGINT,   UNKNOWN, true,  false, true,  false, GROUP),
+        (SIGQUIT,  UNKNOWN, true,  true,  true,  false, GROUP),
+        (SIGTSTP,  UNKNOWN, true,  false, true,  false, GROUP),
+        (SIGWINCH, UNKNOWN, true,  false, true,  false, GROUP),
+        // ...so in the background they came from a process;
+        (SIGINT,   UNKNOWN, true,  false, false, false, SEND),
+        (SIGTSTP,  UNKNOWN, true,  false, false, false, SEND),
+        (SIGWINCH, UNKNOWN, true,  true,  false, false, SEND),
+        // a background read or write signals a background group only;
+        (SIGTTIN,  UNKNOWN, true,  false, false, false, GROUP),
+        (SIGTTOU,  UNKNOWN, true,  false, false, false, GROUP),
+        (SIGTTIN,  UNKNOWN, true,  false, true,  false, SEND),
+        (SIGTTOU,  UNKNOWN, true,  true,  true,  false, SEND),
+        // a hang-up goes by session; a SIGCONT by whether the child is still stopped;
+        (SIGHUP,   UNKNOWN, true,  false, true,  false, GROUP),
+        (SIGHUP,   UNKNOWN, true,  false, false, false, GROUP),
+        (SIGHUP,   UNKNOWN, true,  true,  true,  false, SEND),
+        (SIGCONT,  UNKNOWN, true,  false, true,  false, RUNNING),
+        (SIGCONT,  UNKNOWN, true,  false, true,  true,  SEND),
+        (SIGCONT,  UNKNOWN, true,  true,  true,  true,  SEND),
+        // and the rest concerns r4-run alone.
+        (SIGALRM,  UNKNOWN, true,  false, true,  false, SEND),
+        (SIGTERM,  UNKNOWN, true,  false, true,  false, SEND),
+        (SIGUSR1,  UNKNOWN, true,  true,  true,  false, SEND),
         // The child in its own group: everything goes through r4-run.
-        (SIGINT,   SI_KERNEL, false, false, false, SEND),
-        (SIGHUP,   SI_KERNEL, false, false, false, SEND),
-        (SIGCONT,  SI_USER,   false, false, false, SEND),
-        (SIGWINCH, SI_KERNEL, false, true,  false, SEND),
+        (SIGINT,   KERNEL,  false, false, true,  false, SEND),
+        (SIGHUP,   KERNEL,  false, false, true,  false, SEND),
+        (SIGCONT,  PROCESS, false, false, true,  false, SEND),
+        (SIGWINCH, KERNEL,  false, true,  true,  false, SEND),
+        (SIGINT,   UNKNOWN, false, false, true,  false, SEND),
+        (SIGTTOU,  UNKNOWN, false, false, false, false, SEND),
     ];
 
     #[test]
     fn skips_only_what_the_kernel_sent_to_the_childs_group() {
-        for &(signal, si_code, shares_group, leads_session, child_stopped, want) in TABLE {
+        for &(signal, origin, shares_group, leads_session, in_foreground, child_stopped, want) in
+            TABLE
+        {
             let placement = Placement {
                 shares_group,
                 leads_session,
+                in_foreground,
             };
             assert_eq!(
-                relay_decision(signal, si_code, placement, child_stopped),
+                relay_decision(signal, origin, placement, child_stopped),
                 want,
-                "{} si_code {si_code} {placement:?} child_stopped {child_stopped}",
+                "{} {origin:?} {placement:?} child_stopped {child_stopped}",
                 name(signal)
             );
         }

@@ -5,11 +5,11 @@
 use crate::env::ChildEnv;
 use crate::error::Error;
 use crate::exit::Outcome;
-use crate::signals;
+use crate::platform::{self, Origin};
+use crate::{hardening, signals};
 use crate::{verbose, warn};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,10 @@ pub struct Mode {
     /// Make r4-run a child subreaper (`--subreaper`): orphans of the child's descendants are
     /// re-parented to r4-run and reaped by it, as if it were PID 1.
     pub subreaper: bool,
+    /// Take signals with the portable `sigwait`, which gives no origin, as on macOS, even where the
+    /// platform says who sent them. Debug builds only, for the tests (`R4_RUN_TEST_PORTABLE_WAIT=1`),
+    /// so that Linux runs the path Macs take.
+    pub portable_wait: bool,
 }
 
 impl Mode {
@@ -56,13 +60,18 @@ impl Mode {
             // SAFETY: getsid(0) and getpid have no preconditions.
             leads_session: unsafe { libc::getsid(0) == libc::getpid() },
             subreaper,
+            portable_wait: cfg!(debug_assertions)
+                && std::env::var_os("R4_RUN_TEST_PORTABLE_WAIT").is_some_and(|v| v == "1"),
         }
     }
 
-    fn placement(&self) -> signals::Placement {
+    /// Where things are as a signal with this origin is taken: the foreground is looked up only
+    /// when the origin is unknown (the only case that reads it).
+    fn placement(&self, origin: Origin) -> signals::Placement {
         signals::Placement {
             shares_group: self.shares_group,
             leads_session: self.leads_session,
+            in_foreground: origin == Origin::Unknown && self.shares_group && in_foreground(),
         }
     }
 
@@ -80,6 +89,11 @@ fn terminal_involved() -> bool {
     }
     // stdin redirected, but started from an interactive shell as a foreground job: the terminal's
     // keys still signal our group, and the child may open /dev/tty (a password prompt).
+    in_foreground()
+}
+
+/// Whether r4-run's process group is the foreground group of its controlling terminal.
+fn in_foreground() -> bool {
     // SAFETY: a constant NUL-terminated path; O_NOCTTY so opening cannot acquire a terminal.
     let fd = unsafe {
         libc::open(
@@ -111,9 +125,12 @@ fn command(cmd: &CommandLine, env: &ChildEnv<'_>) -> Result<Command, Outcome> {
         .envs(env.iter().map(|(k, v)| (k, v.as_os_str())));
     let mask = *signals::block();
     // SAFETY: the closure runs between fork and exec and makes only async-signal-safe calls
-    // (pthread_sigmask, signal); it allocates nothing and takes no lock.
+    // (pthread_sigmask, signal, setrlimit); it allocates nothing and takes no lock.
     unsafe {
-        command.pre_exec(move || mask.restore_in_child());
+        command.pre_exec(move || {
+            hardening::restore_core_limit_in_child();
+            mask.restore_in_child()
+        });
     }
     Ok(command)
 }
@@ -151,13 +168,8 @@ impl Prepared {
             mode,
         } = self;
         if mode.subreaper && !mode.pid1 {
-            // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer argument.
-            let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-            if rc != 0 {
-                warn!(
-                    "cannot become a child subreaper: {}",
-                    io::Error::last_os_error()
-                );
+            if let Err(e) = platform::become_subreaper() {
+                warn!("cannot become a child subreaper: {e}");
             }
         }
         let spawned = command.spawn();
@@ -184,11 +196,17 @@ pub fn exec(cmd: &CommandLine, env: ChildEnv<'_>) -> Outcome {
 /// The supervise loop: waits for signals, relays each relayed one to the child, reaps every child
 /// that ends (the main one and, as PID 1 or subreaper, orphans), and returns once the main child is
 /// reaped: its exit code, or the signal that killed it.
+///
+/// The wait has no timeout, and needs none: SIGCHLD is blocked in every thread and caught
+/// (`signals::block`), so none is delivered elsewhere or discarded; it waits pending until taken
+/// here. Several may merge into one, but `reap` collects every change of state there is, and it
+/// runs after every wake-up, so a merged SIGCHLD loses nothing: any child that changes state after
+/// the SIGCHLD was taken raises a new one, which the next wait returns.
 pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
     let mask = signals::block();
     verbose!(
         2,
-        "supervising pid {child}: {}{}{}",
+        "supervising pid {child}: {}{}{}; signals taken {}",
         if mode.shares_group {
             "in r4-run's process group (terminal)"
         } else {
@@ -199,35 +217,35 @@ pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
         } else {
             ""
         },
-        if mode.pid1 { ", r4-run is PID 1" } else { "" }
+        if mode.pid1 { ", r4-run is PID 1" } else { "" },
+        if mode.portable_wait || !platform::TELLS_SIGNAL_ORIGIN {
+            "with sigwait (portable: origin unknown)"
+        } else {
+            "with sigwaitinfo (origin known)"
+        }
     );
+    // The main child's last reported state: stopped or running (WUNTRACED, WCONTINUED).
+    let mut child_stopped = false;
     loop {
         // Reap first: the child may have ended before the loop started (its SIGCHLD then waits
         // pending too, and costs one more, empty, reap).
-        match reap(child, mode) {
-            Reaped::Ended(outcome) => return outcome,
-            Reaped::Running => {}
+        if let Reaped::Ended(outcome) = reap(child, mode, &mut child_stopped) {
+            return outcome;
         }
-        // A bounded wait, as tini does: a missed SIGCHLD (coalesced, or eaten by a library) costs at
-        // most a second, never a hang.
-        let timeout = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
+        let (signal, origin) = match platform::take_signal(&mask.waited, !mode.portable_wait) {
+            Ok(taken) => taken,
+            // EINTR (the only failure with a valid set): r4-run was stopped and continued; reap
+            // and wait again.
+            Err(_) => continue,
         };
-        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
-        // SAFETY: `mask.waited` is an initialised set, `info` is writable storage for one
-        // siginfo_t, `timeout` a valid timespec.
-        let signal = unsafe { libc::sigtimedwait(&mask.waited, info.as_mut_ptr(), &timeout) };
-        if signal < 0 {
-            // EAGAIN (the timeout) or EINTR (r4-run was stopped and continued): reap and wait again.
-            continue;
-        }
         if signal == libc::SIGCHLD {
             continue;
         }
-        // SAFETY: sigtimedwait returned a signal, so it filled `info`.
-        let info = unsafe { info.assume_init() };
-        relay(child, signal, &info, mode);
+        // Reap before deciding, so that a SIGCONT finds the child's state as it is now.
+        if let Reaped::Ended(outcome) = reap(child, mode, &mut child_stopped) {
+            return outcome;
+        }
+        relay(child, signal, origin, child_stopped, mode);
     }
 }
 
@@ -238,10 +256,10 @@ enum Reaped {
 
 /// `waitpid(-1, WNOHANG)` until nothing is left to collect. Zombies of orphans are reaped and
 /// forgotten; the main child's end is the result. WUNTRACED/WCONTINUED report the main child's
-/// stops, which r4-run follows under a terminal.
-fn reap(child: libc::pid_t, mode: Mode) -> Reaped {
+/// stops and continues, kept in `child_stopped`; r4-run follows a stop under a terminal.
+fn reap(child: libc::pid_t, mode: Mode, child_stopped: &mut bool) -> Reaped {
     let mut ended = None;
-    let mut stopped = false;
+    let mut stopped_now = false;
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid int to write the status into.
@@ -272,15 +290,17 @@ fn reap(child: libc::pid_t, mode: Mode) -> Reaped {
         } else if libc::WIFSIGNALED(status) {
             ended = Some(Outcome::ChildKilled(libc::WTERMSIG(status)));
         } else if libc::WIFSTOPPED(status) {
-            stopped = true;
+            *child_stopped = true;
+            stopped_now = true;
         } else if libc::WIFCONTINUED(status) {
-            stopped = false;
+            *child_stopped = false;
+            stopped_now = false;
         }
     }
     if let Some(outcome) = ended {
         return Reaped::Ended(outcome);
     }
-    if stopped && mode.follows_job_control() {
+    if stopped_now && mode.follows_job_control() {
         // The child stopped (Ctrl-Z, or a TSTP/TTIN/TTOU/STOP). The shell waits on r4-run, not on
         // the child, so r4-run stops too: the shell sees the job stopped and takes the terminal back.
         // `fg`/`bg` send SIGCONT to our group, which continues both of us. SIGSTOP because the
@@ -293,10 +313,9 @@ fn reap(child: libc::pid_t, mode: Mode) -> Reaped {
 }
 
 /// Sends a relayed signal on to the child, unless it already got it (`signals::relay_decision`).
-fn relay(child: libc::pid_t, signal: libc::c_int, info: &libc::siginfo_t, mode: Mode) {
+fn relay(child: libc::pid_t, signal: libc::c_int, origin: Origin, child_stopped: bool, mode: Mode) {
     let name = signals::name(signal);
-    let child_stopped = signal == libc::SIGCONT && is_stopped(child);
-    match signals::relay_decision(signal, info.si_code, mode.placement(), child_stopped) {
+    match signals::relay_decision(signal, origin, mode.placement(origin), child_stopped) {
         signals::Relay::Skip(signals::Skipped::SentToTheGroup) => {
             verbose!(
                 3,
@@ -312,22 +331,11 @@ fn relay(child: libc::pid_t, signal: libc::c_int, info: &libc::siginfo_t, mode: 
             // its children get each signal once, from it. A `sh -c` wrapper should `exec` its
             // command.
             verbose!(3, "relaying {name} to pid {child}");
-            // SAFETY: kill with a pid we spawned (still a child of ours until reaped, so not
-            // reused) and a valid signal number.
+            // SAFETY: kill with a pid we spawned (not reaped yet, so not reused) and a valid
+            // signal number.
             unsafe { libc::kill(child, signal) };
         }
     }
-}
-
-/// Whether the process is stopped right now (state T in /proc).
-fn is_stopped(pid: libc::pid_t) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": the state follows the last ')' (comm may hold anything).
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .is_some_and(|state| state == "T")
 }
 
 /// Finds the program as `execvp` does: a name with a `/` is used as it is; otherwise each PATH entry

@@ -25,16 +25,14 @@ pub fn configure_from_env() {
 }
 
 /// Overwrites `len` bytes at `ptr` with zeros in a way the optimiser may not drop, even though the
-/// memory is about to be freed (a plain memset before free is a dead store it is allowed to remove).
+/// memory is about to be freed (a plain memset before free is a dead store it is allowed to remove):
+/// `platform::zero_memory`.
 ///
 /// # Safety
 /// `ptr` must be valid for writes of `len` bytes.
 pub unsafe fn wipe(ptr: *mut u8, len: usize) {
-    if len > 0 {
-        // SAFETY: the caller guarantees `ptr..ptr+len` is writable; explicit_bzero is memset that
-        // is never elided.
-        unsafe { libc::explicit_bzero(ptr.cast(), len) };
-    }
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { crate::platform::zero_memory(ptr, len) };
 }
 
 // SAFETY: every method forwards to `System` with the same layouts; the only addition is writing zeros

@@ -61,7 +61,8 @@ fn start_supervising(api: &Emulator, extra_env: &[(&str, &str)]) -> (Child, u32)
     (r4, child_pid)
 }
 
-/// Waits until r4-run's main thread is blocked in the supervise loop's `sigtimedwait`, which it
+/// Waits until r4-run's main thread is blocked in the supervise loop's wait for a signal (the
+/// `rt_sigtimedwait` system call, under glibc's `sigwaitinfo` and `sigwait` alike), which it
 /// enters only after every drop and wipe. (Merely asleep is not enough: it may sleep elsewhere on
 /// the way, in a lock or a write.) No event tells this; bounded polling of the state does.
 fn wait_until_blocked(pid: u32) {
@@ -305,4 +306,70 @@ async fn r4_run_is_never_dumpable_and_its_child_is() {
     assert_eq!(core_limit(&child.to_string()), core_limit("self"));
     send(child, libc::SIGKILL);
     r4.assert_exit(137);
+}
+
+/// Sets the core-size soft limit to argv[1] bytes (the hard limit kept), then execs the rest of
+/// argv: resource limits survive exec.
+const CORE_LIMIT_THEN_EXEC: &str = "import os, resource, sys
+hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+resource.setrlimit(resource.RLIMIT_CORE, (int(sys.argv[1]), hard))
+os.execv(sys.argv[2], sys.argv[2:])
+";
+
+#[tokio::test]
+async fn no_core_from_the_start_and_the_child_gets_the_core_limit_r4_run_got() {
+    // A soft limit that is not 0, so that a child left with r4-run's 0 would show.
+    const SOFT: &str = "1048576";
+    let hard = core_limit("self").split(' ').nth(1).unwrap().to_owned();
+    if hard != "unlimited" && hard.parse::<u64>().unwrap() < 1048576 {
+        eprintln!("SKIPPED: the core-size hard limit is {hard}, under the {SOFT} bytes needed");
+        return;
+    }
+    let started = |base: &str| {
+        r4_run().against(base).exec_wrapped_in([
+            crate::support::python().as_os_str(),
+            std::ffi::OsStr::new("-c"),
+            std::ffi::OsStr::new(CORE_LIMIT_THEN_EXEC),
+            std::ffi::OsStr::new(SOFT),
+        ])
+    };
+    // During the fetch, with the key in memory (the answer is held back for a minute): no core,
+    // on every system, whatever dumpability or tracing settings the system has besides.
+    let answer = wiremock::ResponseTemplate::new(200)
+        .set_body_json(env_answer(&[("A", "1")]))
+        .set_delay(Duration::from_secs(60));
+    let (server, arrived) = server_noticing(answer).await;
+    let mut r4 = started(&server.uri())
+        .args(["--timeout", "120", "--", "true"])
+        .spawn();
+    arrived
+        .recv_timeout(DEADLINE)
+        .expect("the request reached the server");
+    assert_eq!(core_limit(&r4.pid().to_string()), format!("0 {hard}"));
+    r4.signal(libc::SIGTERM);
+    r4.assert_exit(143);
+
+    // Supervising: 0 for r4-run, hard limit too; the child has the soft limit r4-run got, with
+    // and without --exec.
+    let server = server_with(&[("A", "1")]).await;
+    let mut r4 = started(&server.uri())
+        .args(["-vv", "--", "sh", "-c", "echo $$; exec sleep 120"])
+        .spawn();
+    let child: i32 = r4.await_line("").trim().parse().expect("the child's pid");
+    r4.probe_pid = Some(child);
+    r4.await_stderr_line(|l| l.contains("supervising pid"));
+    assert_eq!(core_limit(&r4.pid().to_string()), "0 0");
+    assert_eq!(core_limit(&child.to_string()), format!("{SOFT} {hard}"));
+    send(child, libc::SIGKILL);
+    r4.assert_exit(137);
+    let mut r4 = started(&server.uri())
+        .args(["--exec", "--", "sh", "-c", "echo $$; exec sleep 120"])
+        .spawn();
+    let child: i32 = r4.await_line("").trim().parse().expect("the child's pid");
+    assert_eq!(child, r4.pid());
+    assert_eq!(core_limit(&child.to_string()), format!("{SOFT} {hard}"));
+    r4.signal(libc::SIGKILL);
+    let (status, stderr) = r4.wait();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}; {stderr}");
 }

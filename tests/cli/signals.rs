@@ -5,12 +5,50 @@
 //! Every wait is for an event: a line from the probe, a `-vvv` diagnostic of r4-run's, a request
 //! reaching the server, an exit. None decides anything by how long something took; the one clock
 //! is the inherited timer's, which is the stimulus itself.
+//!
+//! The core tests run twice: with the wait the platform allows (Linux: `sigwaitinfo`, which says who
+//! sent a signal) and with the portable `sigwait` that macOS has (no origin), which a debug build
+//! takes when `R4_RUN_TEST_PORTABLE_WAIT=1`. So Linux runs the path Macs take.
 
 use crate::support::{
-    children_of, env_answer, python, r4_run, send, server_noticing, server_with, Pty, DEADLINE,
+    children_of, env_answer, python, r4_run, send, server_noticing, server_with, Pty, R4Run,
+    Spawned, DEADLINE,
 };
 use std::ffi::OsStr;
 use std::process::Stdio;
+use std::time::Instant;
+
+/// How r4-run takes its signals in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// As the platform allows (Linux: with the origin).
+    Native,
+    /// The portable `sigwait`, as on macOS: no origin.
+    Portable,
+}
+
+impl Wait {
+    /// `run` set up to wait this way. Call before the command (`signal_probe`, `--`).
+    fn set(self, run: R4Run) -> R4Run {
+        match self {
+            Wait::Native => run,
+            Wait::Portable => run.env("R4_RUN_TEST_PORTABLE_WAIT", "1").arg("-vv"),
+        }
+    }
+
+    /// Waits until r4-run says it supervises, and checks that it takes its signals this way: the
+    /// portable tests would prove nothing if the switch did not switch.
+    #[track_caller]
+    fn confirm(self, r4: &mut Spawned) {
+        if self == Wait::Portable {
+            let line = r4.await_stderr_line(|l| l.contains("supervising pid"));
+            assert!(
+                line.contains("with sigwait (portable: origin unknown)"),
+                "r4-run did not take the portable wait: {line}"
+            );
+        }
+    }
+}
 
 /// Every relayed signal but TERM, which ends the probe; sent in this order.
 const RELAYED_BUT_TERM: &[(i32, &str)] = &[
@@ -38,8 +76,21 @@ fn assert_each_once(log: &[String], names: &[&str]) {
 
 #[tokio::test]
 async fn each_relayed_signal_reaches_the_child_exactly_once() {
+    each_relayed_signal_once(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn each_relayed_signal_reaches_the_child_exactly_once_with_the_portable_wait() {
+    each_relayed_signal_once(Wait::Portable).await;
+}
+
+async fn each_relayed_signal_once(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
-    let mut r4 = r4_run().against(&server.uri()).signal_probe(&[]).spawn();
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
+        .signal_probe(&[])
+        .spawn();
+    wait.confirm(&mut r4);
     r4.await_ready();
     for &(signal, name) in RELAYED_BUT_TERM {
         r4.signal(signal);
@@ -55,11 +106,21 @@ async fn each_relayed_signal_reaches_the_child_exactly_once() {
 
 #[tokio::test]
 async fn the_childs_status_on_term_is_r4_runs() {
+    childs_status_on_term(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn the_childs_status_on_term_is_r4_runs_with_the_portable_wait() {
+    childs_status_on_term(Wait::Portable).await;
+}
+
+async fn childs_status_on_term(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
-    let mut r4 = r4_run()
-        .against(&server.uri())
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
         .signal_probe(&["--term", "exit:3"])
         .spawn();
+    wait.confirm(&mut r4);
     r4.await_ready();
     r4.signal(libc::SIGTERM);
     r4.assert_exit(3);
@@ -68,11 +129,21 @@ async fn the_childs_status_on_term_is_r4_runs() {
 
 #[tokio::test]
 async fn a_child_killed_by_the_relayed_term_gives_143() {
+    killed_by_the_relayed_term(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn a_child_killed_by_the_relayed_term_gives_143_with_the_portable_wait() {
+    killed_by_the_relayed_term(Wait::Portable).await;
+}
+
+async fn killed_by_the_relayed_term(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
-    let mut r4 = r4_run()
-        .against(&server.uri())
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
         .signal_probe(&["--term", "default"])
         .spawn();
+    wait.confirm(&mut r4);
     r4.await_ready();
     // The answer would take a minute and the deadline is two: only the signal can end this soon
     // (assert_exit gives up after DEADLINE, 20 s).
@@ -121,12 +192,22 @@ async fn the_child_starts_with_the_mask_and_dispositions_r4_run_inherited() {
 
 #[tokio::test]
 async fn a_subreaper_reaps_orphans_and_exits_with_the_main_childs_status() {
+    subreaper_reaps_orphans(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn a_subreaper_reaps_orphans_and_exits_with_the_main_childs_status_with_the_portable_wait() {
+    subreaper_reaps_orphans(Wait::Portable).await;
+}
+
+async fn subreaper_reaps_orphans(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
-    let mut r4 = r4_run()
-        .against(&server.uri())
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
         .args(["-vvv", "--subreaper"])
         .signal_probe(&["--orphan", "--term", "exit:7"])
         .spawn();
+    wait.confirm(&mut r4);
     // The probe makes an orphan: re-parented to r4-run, which reaps it when it exits.
     let (orphan, parent) = r4.await_orphan();
     assert_eq!(parent, r4.pid(), "the orphan was not re-parented to r4-run");
@@ -176,18 +257,28 @@ fn pid_namespace_refused() -> Option<String> {
 
 #[tokio::test]
 async fn as_pid_1_it_reaps_orphans_and_relays_term_and_int() {
+    as_pid_1(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn as_pid_1_it_reaps_orphans_and_relays_term_and_int_with_the_portable_wait() {
+    as_pid_1(Wait::Portable).await;
+}
+
+async fn as_pid_1(wait: Wait) {
     if let Some(why) = pid_namespace_refused() {
         eprintln!("SKIPPED: cannot create a PID namespace: {why}");
         return;
     }
     let server = server_with(&[("A", "1")]).await;
-    let mut r4 = r4_run()
-        .against(&server.uri())
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
         // --kill-child: should the test fail, killing unshare takes the whole namespace down.
         .wrapped_in(["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"])
         .arg("-vvv")
         .signal_probe(&["--orphan"])
         .spawn();
+    wait.confirm(&mut r4);
     // Inside the namespace the orphan's new parent is PID 1: r4-run, which reaps it.
     let (orphan, parent) = r4.await_orphan();
     assert_eq!(parent, 1, "the orphan was not re-parented to PID 1");
@@ -235,13 +326,24 @@ fn relay_decision_of(r4: &mut crate::support::Spawned, name: &str) -> String {
 
 #[tokio::test]
 async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
+    ctrl_c_in_a_terminal(Wait::Native).await;
+}
+
+/// With no origin, r4-run in the terminal's foreground takes the SIGINT for the terminal's.
+#[tokio::test]
+async fn ctrl_c_in_a_terminal_reaches_the_child_once_with_the_portable_wait() {
+    ctrl_c_in_a_terminal(Wait::Portable).await;
+}
+
+async fn ctrl_c_in_a_terminal(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
     let pty = Pty::open();
-    let mut r4 = r4_run()
-        .against(&server.uri())
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
         .arg("-vvv")
         .signal_probe(&[])
         .spawn_on_terminal(&pty);
+    wait.confirm(&mut r4);
     r4.await_ready();
     // Ctrl-C: the terminal sends SIGINT to the foreground group, child and r4-run alike. r4-run
     // must not relay its copy.
@@ -268,13 +370,23 @@ async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
 
 #[tokio::test]
 async fn a_hang_up_reaches_the_child_of_a_session_leader_once() {
+    hang_up_of_a_session_leader(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn a_hang_up_reaches_the_child_of_a_session_leader_once_with_the_portable_wait() {
+    hang_up_of_a_session_leader(Wait::Portable).await;
+}
+
+async fn hang_up_of_a_session_leader(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
     let pty = Pty::open();
-    let mut r4 = r4_run()
-        .against(&server.uri())
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
         .arg("-vvv")
         .signal_probe(&[])
         .spawn_on_terminal(&pty);
+    wait.confirm(&mut r4);
     r4.await_ready();
     // The terminal goes away (the ssh connection drops, the window closes): the kernel sends
     // SIGHUP and SIGCONT to the session leader alone, r4-run here, and not to the child.
@@ -292,6 +404,86 @@ async fn a_hang_up_reaches_the_child_of_a_session_leader_once() {
     r4.await_line("got SIGTERM");
     r4.assert_exit(0);
     assert_each_once(&r4.signal_log(), &["SIGHUP", "SIGTERM"]);
+}
+
+/// The state letter of process `pid` (`T` when stopped), from `/proc/PID/stat`.
+fn state_of(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // "pid (comm) S ...": the state follows the last ')'.
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.trim_start().chars().next().unwrap()
+}
+
+/// Waits until `pid` is stopped. No event tells this; bounded polling of the state does.
+#[track_caller]
+fn await_stopped(pid: i32) {
+    let deadline = Instant::now() + DEADLINE;
+    while state_of(pid) != 'T' {
+        assert!(Instant::now() < deadline, "pid {pid} never stopped");
+        std::thread::yield_now();
+    }
+}
+
+#[tokio::test]
+async fn job_control_in_a_terminal_continues_the_child_once() {
+    job_control_in_a_terminal(Wait::Native).await;
+}
+
+#[tokio::test]
+async fn job_control_in_a_terminal_continues_the_child_once_with_the_portable_wait() {
+    job_control_in_a_terminal(Wait::Portable).await;
+}
+
+/// The child stops; r4-run, sharing its terminal's group, stops too. A SIGCONT to r4-run alone
+/// finds the child still stopped and is relayed; a SIGCONT to the whole group (a shell's `fg`)
+/// continues both, and r4-run leaves the child the group's copy.
+async fn job_control_in_a_terminal(wait: Wait) {
+    let server = server_with(&[("A", "1")]).await;
+    let pty = Pty::open();
+    let mut r4 = wait
+        .set(r4_run().against(&server.uri()))
+        .arg("-vvv")
+        .signal_probe(&[])
+        .spawn_on_terminal(&pty);
+    wait.confirm(&mut r4);
+    let probe = r4.await_ready();
+
+    send(probe, libc::SIGSTOP);
+    await_stopped(r4.pid());
+    r4.signal(libc::SIGCONT);
+    let decided = relay_decision_of(&mut r4, "SIGCONT");
+    assert!(
+        decided.contains("relaying SIGCONT"),
+        "r4-run, continued alone, left its stopped child stopped: {decided}"
+    );
+    r4.await_line("got SIGCONT");
+
+    send(probe, libc::SIGSTOP);
+    await_stopped(r4.pid());
+    // r4-run leads its process group, which the child shares: `fg`.
+    send(-r4.pid(), libc::SIGCONT);
+    let decided = relay_decision_of(&mut r4, "SIGCONT");
+    assert!(
+        decided.contains("already running") && decided.contains("not relayed"),
+        "r4-run relayed the group's SIGCONT to a child that had it: {decided}"
+    );
+    r4.await_line("got SIGCONT");
+
+    r4.signal(libc::SIGTERM);
+    r4.await_line("got SIGTERM");
+    r4.assert_exit(0);
+    let log = r4.signal_log();
+    let conts = log.iter().filter(|l| *l == "SIGCONT").count();
+    assert_eq!(
+        conts, 2,
+        "SIGCONT arrived {conts} times, not 2; log: {log:?}"
+    );
+    assert_each_once(
+        &log.into_iter()
+            .filter(|l| l != "SIGCONT")
+            .collect::<Vec<_>>(),
+        &["SIGTERM"],
+    );
 }
 
 /// Arms a one-shot real-time timer (`alarm`'s, or `setitimer(ITIMER_REAL)`) of argv[1] seconds
