@@ -45,6 +45,16 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// `{base}/vault/env/{projectId}`, the project id encoded as one path segment.
+pub fn env_url(base: &Url, project: &str) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("an http(s) base URL always has path segments")
+        .pop_if_empty()
+        .extend(["vault", "env", project]);
+    url
+}
+
 /// Same-origin redirects followed before giving up (each re-checked: same scheme, host and port,
 /// plain http only to loopback). A redirect to any other origin is never followed.
 pub const MAX_REDIRECTS: usize = 5;
@@ -575,6 +585,7 @@ fn retry_after_error(req: &Request<'_>, error: Error, wait: Duration, left: Dura
         retry::http_date_after(wait)
     ))
     .transient()
+    .with_retry_after(wait)
 }
 
 /// Every way of running out of time or tries is transient: the API said nothing against the key or

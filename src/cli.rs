@@ -72,6 +72,22 @@ pub struct Args {
     #[arg(long, value_name = "FMT", requires = "dotenv", value_enum)]
     pub format: Option<FormatArg>,
 
+    /// Keep fetching while the command runs; when the variables change, restart it with the new ones [env: R4_WATCH=1]
+    #[arg(long, conflicts_with = "exec")]
+    pub watch: bool,
+
+    /// Seconds between fetches while watching [default: 60] [env: R4_WATCH_INTERVAL]
+    #[arg(long, value_name = "SECONDS")]
+    pub watch_interval: Option<String>,
+
+    /// The signal that asks the command to stop before a restart (TERM, SIGINT, HUP, 15, ...) [default: TERM]
+    #[arg(long, value_name = "SIG")]
+    pub restart_signal: Option<String>,
+
+    /// Seconds the command may take to stop before a restart, then SIGKILL [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub restart_grace: Option<String>,
+
     /// Write the variables to PATH (mode 0600) instead of the environment; the command finds the path in R4_SECRETS_PATH; PATH is removed when r4-run exits
     #[arg(long, value_name = "PATH", conflicts_with = "exec")]
     pub mount: Option<PathBuf>,

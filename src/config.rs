@@ -24,6 +24,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A key file is one short line; a bigger file is a wrong path, not a key.
 const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 
+/// `--watch`, `--watch-interval`, `--restart-signal`, `--restart-grace`.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    pub interval: Duration,
+    pub restart_signal: libc::c_int,
+    pub grace: Duration,
+}
+
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_RESTART_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct Config {
     /// The projects whose variables are fetched, in order (a later one wins a name clash).
@@ -36,6 +47,8 @@ pub struct Config {
     pub timeout: Duration,
     pub merge: MergePolicy,
     pub dotenv: Option<dotenv::Target>,
+    /// `--watch` and its companions: restart the command when the variables change.
+    pub watch: Option<WatchOptions>,
     /// `--mount`: the variables go to this file instead of the environment.
     pub mount: Option<dotenv::Mount>,
     pub fallback: Option<fallback::Options>,
@@ -101,6 +114,43 @@ impl Config {
                     Some(crate::cli::MountFormatArg::Dotenv) => Format::Dotenv,
                 },
             }),
+        };
+        let watching = args.watch || env_flag("R4_WATCH", &env)?;
+        let watch = if watching {
+            if args.exec {
+                return Err(Error::new("--watch (R4_WATCH) cannot be used with --exec")
+                    .hint("--watch restarts the command, so r4-run must stay: leave out --exec"));
+            }
+            if command.is_none() {
+                return Err(Error::new("--watch needs a command to run").hint(
+                    "r4-run --watch -p ID -- COMMAND restarts COMMAND when the variables change",
+                ));
+            }
+            let interval = match setting(args.watch_interval, "R4_WATCH_INTERVAL", &env)? {
+                None => DEFAULT_WATCH_INTERVAL,
+                Some((text, source)) => parse_seconds(&text, source, "--watch-interval", 1.0)?,
+            };
+            let grace = match args.restart_grace.filter(|t| !t.trim().is_empty()) {
+                None => DEFAULT_RESTART_GRACE,
+                Some(text) => parse_seconds(&text, "the command line", "--restart-grace", 0.0)?,
+            };
+            let restart_signal = match args.restart_signal.filter(|t| !t.trim().is_empty()) {
+                None => libc::SIGTERM,
+                Some(text) => parse_signal(&text)?,
+            };
+            Some(WatchOptions {
+                interval,
+                restart_signal,
+                grace,
+            })
+        } else {
+            if args.watch_interval.is_some()
+                || args.restart_signal.is_some()
+                || args.restart_grace.is_some()
+            {
+                crate::warn!("--watch-interval, --restart-signal and --restart-grace only count with --watch");
+            }
+            None
         };
         if mount.is_some() && command.is_none() {
             return Err(Error::new("--mount needs a command to run").hint(
@@ -249,6 +299,7 @@ impl Config {
             merge,
             dotenv,
             mount,
+            watch,
             fallback,
             command,
             verbosity,
@@ -262,23 +313,13 @@ impl Config {
         self.projects
             .iter()
             .map(|project| api::Request {
-                url: self.env_url(project),
+                url: api::env_url(&self.base, project),
                 key: &self.key,
                 project,
                 timeout: self.timeout,
                 give_up_when_unreachable: false,
             })
             .collect()
-    }
-
-    /// `{base}/vault/env/{projectId}`, the project id encoded as one path segment.
-    pub fn env_url(&self, project: &str) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("an http(s) base URL always has path segments")
-            .pop_if_empty()
-            .extend(["vault", "env", project]);
-        url
     }
 }
 
@@ -333,6 +374,57 @@ fn parse_timeout(text: &str, source: &str) -> Result<Duration> {
         );
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A number of seconds for `flag`, at least `min` and at most a day.
+fn parse_seconds(text: &str, source: &str, flag: &str, min: f64) -> Result<Duration> {
+    let secs: f64 = text.trim().parse().map_err(|_| {
+        Error::new(format!(
+            "{flag} {text:?} ({source}) is not a number of seconds"
+        ))
+        .hint(format!("give {flag} a number of seconds, e.g. 60 or 2.5"))
+    })?;
+    if !(secs.is_finite() && secs >= min && secs <= 86_400.0) {
+        return Err(
+            Error::new(format!("{flag} {text:?} ({source}) is out of range")).hint(format!(
+                "give {flag} at least {min} and at most 86400 seconds"
+            )),
+        );
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A signal as people write it: `TERM`, `SIGTERM`, `sigterm` or `15`.
+pub fn parse_signal(text: &str) -> Result<libc::c_int> {
+    const NAMES: &[(&str, libc::c_int)] = &[
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("WINCH", libc::SIGWINCH),
+    ];
+    let trimmed = text.trim();
+    if let Ok(number) = trimmed.parse::<libc::c_int>() {
+        if NAMES.iter().any(|(_, n)| *n == number) {
+            return Ok(number);
+        }
+    }
+    let upper = trimmed.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| {
+            Error::new(format!(
+                "--restart-signal {trimmed:?} is not a signal r4-run can send for a restart"
+            ))
+            .hint("give one of TERM, INT, HUP, QUIT, USR1, USR2, ALRM, WINCH, KILL (or its number)")
+        })
 }
 
 /// A setting from its flag, else from its environment variable, with where it came from (for
@@ -551,13 +643,17 @@ mod tests {
             shell_command: None,
             mount: None,
             mount_format: None,
+            watch: false,
+            watch_interval: None,
+            restart_signal: None,
+            restart_grace: None,
             generate: None,
             command: vec!["true".into()],
         };
         let cfg =
             Config::from_args(args, |k| (k == "R4_API_KEY").then(|| "rk_a.b".into())).unwrap();
         assert_eq!(
-            cfg.env_url(&cfg.projects[0]).as_str(),
+            api::env_url(&cfg.base, &cfg.projects[0]).as_str(),
             "http://127.0.0.1:1/api/v1/machine/vault/env/a%2Fb%20c%3F%23%25"
         );
     }
@@ -716,6 +812,64 @@ mod tests {
             &[key]
         )
         .is_ok());
+    }
+
+    #[test]
+    fn watch_settings() {
+        let key = ("R4_API_KEY", "rk_a.b");
+        let cfg = config_of(&["--watch", "-p", "x", "--", "true"], &[key]).unwrap();
+        let w = cfg.watch.unwrap();
+        assert_eq!(w.interval, DEFAULT_WATCH_INTERVAL);
+        assert_eq!(w.grace, DEFAULT_RESTART_GRACE);
+        assert_eq!(w.restart_signal, libc::SIGTERM);
+        let cfg = config_of(
+            &[
+                "-p",
+                "x",
+                "--restart-signal",
+                "sighup",
+                "--restart-grace",
+                "0.5",
+                "--",
+                "true",
+            ],
+            &[key, ("R4_WATCH", "1"), ("R4_WATCH_INTERVAL", "2.5")],
+        )
+        .unwrap();
+        let w = cfg.watch.unwrap();
+        assert_eq!(w.interval, Duration::from_millis(2500));
+        assert_eq!(w.grace, Duration::from_millis(500));
+        assert_eq!(w.restart_signal, libc::SIGHUP);
+        assert!(
+            config_of(&["-p", "x", "--", "true"], &[key, ("R4_WATCH", "0")])
+                .unwrap()
+                .watch
+                .is_none()
+        );
+        for bad in [
+            &["--watch", "-p", "x", "--dotenv", "-"][..],
+            &["--watch", "--watch-interval", "0", "-p", "x", "--", "true"],
+            &[
+                "--watch",
+                "--restart-signal",
+                "STOP",
+                "-p",
+                "x",
+                "--",
+                "true",
+            ],
+        ] {
+            assert!(config_of(bad, &[key]).is_err(), "{bad:?}");
+        }
+        for (text, want) in [
+            ("TERM", libc::SIGTERM),
+            ("SIGINT", libc::SIGINT),
+            ("15", 15),
+            ("usr1", libc::SIGUSR1),
+        ] {
+            assert_eq!(parse_signal(text).unwrap(), want, "{text}");
+        }
+        assert!(parse_signal("99").is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct Target {
 }
 
 /// `--mount PATH` with its format: the variables as a file, for the command's lifetime.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Mount {
     /// Absolute: the command finds it in `R4_SECRETS_PATH`.
     pub path: PathBuf,

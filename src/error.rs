@@ -11,6 +11,8 @@ pub struct Error {
     what: String,
     hint: Option<String>,
     transient: bool,
+    /// How long the server asked to wait before asking again (a 429's `Retry-After`), if it did.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -19,6 +21,7 @@ impl Error {
             what: what.into(),
             hint: None,
             transient: false,
+            retry_after: None,
         }
     }
 
@@ -45,6 +48,17 @@ impl Error {
     pub fn transient(mut self) -> Self {
         self.transient = true;
         self
+    }
+
+    /// Records the server's `Retry-After`, for a caller that will ask again later (`--watch`).
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     pub fn is_transient(&self) -> bool {

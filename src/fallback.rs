@@ -89,7 +89,7 @@ pub fn save(
 }
 
 /// `--fallback PATH` and its companions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub path: PathBuf,
     /// `--fallback-max-age`: refuse an older file.

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod signals;
 pub mod supervise;
 pub mod vars;
+pub mod watch;
 pub mod wipe_alloc;
 
 use crate::config::Config;
@@ -131,40 +132,285 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         );
         return Err(Outcome::ChildKilled(signal));
     }
-    let child_env = match &mounted {
-        // The values are in the file: the environment gets only where it is.
-        Some(mounted) => {
-            env::merge_with_secrets_path(std::env::vars_os(), mounted.path(), &config.merge)
-        }
-        None => env::merge(std::env::vars_os(), selected, &config.merge),
-    };
-    let argv = std::iter::once(command.program.as_os_str())
-        .chain(command.args.iter().map(|a| a.as_os_str()));
     let limits = env::ExecLimits {
         per_string: platform::max_exec_string(),
         total: platform::max_exec_total(),
     };
-    if let Err(too_big) = env::check_exec_limits(&child_env, argv, limits) {
-        return Err(Outcome::Failed(
-            Error::new(too_big.to_string()).hint(too_big.hint()),
-        ));
-    }
+    // --watch remembers what the command was started with as a fingerprint (no value).
+    let fingerprint = match &config.watch {
+        Some(_) => {
+            let key = watch::FingerprintKey::random()?;
+            let print = key.of(selected
+                .iter()
+                .map(|s| (s.name.as_str(), s.value.expose().as_bytes())));
+            Some((key, print))
+        }
+        None => None,
+    };
+    let child_env = child_env(command, selected, mounted.as_ref(), &config.merge, limits)?;
     if config.exec {
         // Returns only if exec failed; on success this image, secrets and all, is gone.
         return Err(supervise::exec(command, child_env));
     }
     let mode = supervise::Mode::detect(config.subreaper);
     let prepared = supervise::prepare(command, child_env, mode)?;
+    // What the next fetches of --watch need, the key among it, moves out of the configuration; the
+    // rest of it holds no secret.
+    let watch_plan = match (config.watch, fingerprint) {
+        (Some(options), Some((fingerprint_key, fingerprint))) => Some(WatchPlan {
+            options,
+            source: WatchSource {
+                key: config.key,
+                base: config.base.clone(),
+                projects: config.projects.clone(),
+                timeout: config.timeout,
+                merge: config.merge.clone(),
+                fallback: config.fallback.clone(),
+                fingerprint_key,
+            },
+            fingerprint,
+            command: command.clone(),
+            merge: config.merge.clone(),
+            mount: config.mount.clone(),
+            limits,
+        }),
+        _ => {
+            drop(config.key);
+            None
+        }
+    };
     // Our copies go before the child exists, so that none is left by the time it runs: our types
     // zeroize themselves, the allocator wipes every library buffer freed with them, and the stack the
     // fetch used is overwritten. Only the prepared command's copy remains, until the child has exec'd.
     drop(fetched);
-    drop(config);
     hardening::wipe_used_stack();
     let child = prepared.spawn()?;
     // After the spawn, so the child's own core-dump limit stays as it was.
     hardening::forbid_core_dumps();
-    Ok(supervise::supervise(child, mode))
+    let outcome = match watch_plan {
+        None => supervise::supervise(child, mode),
+        // The worker thread starts after the first command, which is then PID 2 in a container.
+        Some(plan) => plan.supervise(child, mode)?,
+    };
+    drop(mounted);
+    Ok(outcome)
+}
+
+/// The command's environment: the selected variables merged into what r4-run inherited (or, with
+/// `--mount`, only the file's path), checked against what the system can pass to a program.
+fn child_env<'a>(
+    command: &supervise::CommandLine,
+    selected: Vec<env::Selected<'a>>,
+    mounted: Option<&dotenv::Mounted>,
+    merge: &env::MergePolicy,
+    limits: env::ExecLimits,
+) -> Result<env::ChildEnv<'a>, Outcome> {
+    let child_env = match mounted {
+        // The values are in the file: the environment gets only where it is.
+        Some(mounted) => env::merge_with_secrets_path(std::env::vars_os(), mounted.path(), merge),
+        None => env::merge(std::env::vars_os(), selected, merge),
+    };
+    let argv = std::iter::once(command.program.as_os_str())
+        .chain(command.args.iter().map(|a| a.as_os_str()));
+    if let Err(too_big) = env::check_exec_limits(&child_env, argv, limits) {
+        return Err(Outcome::Failed(
+            Error::new(too_big.to_string()).hint(too_big.hint()),
+        ));
+    }
+    Ok(child_env)
+}
+
+/// What `--watch` fetches with, moved into its worker thread.
+struct WatchSource {
+    key: secret::ApiKey,
+    base: reqwest::Url,
+    projects: Vec<String>,
+    timeout: std::time::Duration,
+    merge: env::MergePolicy,
+    fallback: Option<fallback::Options>,
+    fingerprint_key: watch::FingerprintKey,
+}
+
+impl WatchSource {
+    /// One fetch while watching: the merged variables and the fingerprint of the selected ones. A
+    /// good fetch refreshes the fallback file; a failed one never falls back to it (the command
+    /// keeps running with what it has).
+    fn fetch(&self) -> watch::Fetch {
+        let requests: Vec<api::Request<'_>> = self
+            .projects
+            .iter()
+            .map(|project| api::Request {
+                url: api::env_url(&self.base, project),
+                key: &self.key,
+                project,
+                timeout: self.timeout,
+                give_up_when_unreachable: false,
+            })
+            .collect();
+        let sets = match api::fetch_all(&requests) {
+            Ok(sets) => sets,
+            Err(e) => {
+                let retry_after = e.retry_after();
+                return watch::Fetch::Failed(e, retry_after);
+            }
+        };
+        let (fetched, _) = vars::Fetched::merge_in_order(sets);
+        if let Some(fb) = &self.fallback {
+            let label = self.projects.join(",");
+            if let Err(e) = fallback::save(
+                &fb.path,
+                &self.key,
+                &label,
+                &fetched,
+                std::time::SystemTime::now(),
+            ) {
+                warn!("{e}; the fallback file was not refreshed");
+            }
+        }
+        let (selected, _) = env::select(&fetched, &self.merge);
+        let print = self.fingerprint_key.of(selected
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.expose().as_bytes())));
+        drop(selected);
+        watch::Fetch::Got(fetched, print)
+    }
+}
+
+/// Everything `--watch` needs once the first command runs.
+struct WatchPlan {
+    options: config::WatchOptions,
+    source: WatchSource,
+    fingerprint: watch::Fingerprint,
+    command: supervise::CommandLine,
+    merge: env::MergePolicy,
+    mount: Option<dotenv::Mount>,
+    limits: env::ExecLimits,
+}
+
+impl WatchPlan {
+    /// Starts the worker and supervises, restarting the command when its variables change.
+    fn supervise(self, child: libc::pid_t, mode: supervise::Mode) -> Result<Outcome, Outcome> {
+        let WatchPlan {
+            options,
+            source,
+            fingerprint,
+            command,
+            merge,
+            mount,
+            limits,
+        } = self;
+        verbose!(
+            1,
+            "watching: a fetch every {} s (with 10% jitter); a change restarts the command with {}",
+            options.interval.as_secs_f64(),
+            signals::name(options.restart_signal)
+        );
+        let watcher = watch::Watcher::start(
+            watch::Timing {
+                interval: options.interval,
+            },
+            fingerprint,
+            move || source.fetch(),
+            // The loop waits for SIGCHLD anyway, and takes one with no child changed as "look".
+            // SAFETY: kill on our own pid with a valid signal; SIGCHLD is blocked in every thread
+            // and caught, so it waits pending for the loop.
+            || unsafe {
+                libc::kill(libc::getpid(), libc::SIGCHLD);
+            },
+            watch::random_u64,
+        )
+        .map_err(|e| {
+            Outcome::Failed(Error::new(format!("cannot start the --watch thread: {e}")))
+        })?;
+        let mut restarts = WatchRestarts {
+            watcher,
+            command,
+            merge,
+            mount,
+            limits,
+            mode,
+        };
+        let policy = supervise::RestartPolicy {
+            signal: options.restart_signal,
+            grace: options.grace,
+        };
+        Ok(supervise::supervise_restarting(
+            child,
+            mode,
+            Some((&mut restarts, policy)),
+        ))
+    }
+}
+
+/// The supervise loop's view of `--watch`.
+struct WatchRestarts {
+    watcher: watch::Watcher,
+    command: supervise::CommandLine,
+    merge: env::MergePolicy,
+    mount: Option<dotenv::Mount>,
+    limits: env::ExecLimits,
+    mode: supervise::Mode,
+}
+
+impl supervise::Restarts for WatchRestarts {
+    fn next(&mut self) -> Option<supervise::Prepared> {
+        let change = self.watcher.take_change()?;
+        let names: Vec<String> = change
+            .names
+            .iter()
+            .map(|n| report::shown(n).to_string())
+            .collect();
+        let (selected, notices) = env::select(&change.fetched, &self.merge);
+        for notice in &notices {
+            warn!("{notice}");
+        }
+        let prepared = (|| {
+            let mounted_path = match &self.mount {
+                Some(mount) => {
+                    // Rewritten (atomically) for the new command; removed at the end of the run.
+                    let target = dotenv::Target {
+                        dest: dotenv::Dest::File(mount.path.clone()),
+                        format: mount.format,
+                    };
+                    dotenv::write_selected(&target, &selected)?;
+                    Some(mount.path.clone())
+                }
+                None => None,
+            };
+            let child_env = match &mounted_path {
+                Some(path) => env::merge_with_secrets_path(std::env::vars_os(), path, &self.merge),
+                None => env::merge(std::env::vars_os(), selected, &self.merge),
+            };
+            let argv = std::iter::once(self.command.program.as_os_str())
+                .chain(self.command.args.iter().map(|a| a.as_os_str()));
+            env::check_exec_limits(&child_env, argv, self.limits).map_err(|too_big| {
+                Outcome::Failed(Error::new(too_big.to_string()).hint(too_big.hint()))
+            })?;
+            supervise::prepare(&self.command, child_env, self.mode)
+        })();
+        match prepared {
+            Ok(prepared) => {
+                warn!(
+                    "the variables changed ({}): restarting the command",
+                    names.join(", ")
+                );
+                Some(prepared)
+            }
+            Err(outcome) => {
+                if let Some(e) = outcome.error() {
+                    warn!(
+                        "{}; the command keeps running with the variables it has",
+                        e.what()
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn wake_at(&mut self, at: std::time::Instant) {
+        self.watcher.wake_at(at);
+    }
 }
 
 /// A configuration error, with a note when some of r4-run's own options came after the command's

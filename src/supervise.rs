@@ -14,9 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The command to run: the program (looked up on PATH as `execvp` does) and its arguments.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CommandLine {
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -193,6 +194,31 @@ pub fn exec(cmd: &CommandLine, env: ChildEnv<'_>) -> Outcome {
     exec_failure(&cmd.program, &e)
 }
 
+/// What `--watch` asks of the supervise loop: commands to restart with.
+pub trait Restarts {
+    /// A command with new variables, to start once the running one has ended, if there is one.
+    /// Asked after every wake-up while no restart is under way.
+    fn next(&mut self) -> Option<Prepared>;
+    /// Asks for a wake-up of the loop at `at` (the loop waits with no timeout of its own).
+    fn wake_at(&mut self, at: Instant);
+}
+
+/// How a restart stops the running command.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    /// Sent first (to the command's process group where it has its own).
+    pub signal: libc::c_int,
+    /// How long the command may take to end before it gets SIGKILL.
+    pub grace: Duration,
+}
+
+/// A restart under way: the command that replaces the running one once that has ended.
+struct Restart {
+    next: Prepared,
+    kill_at: Instant,
+    killed: bool,
+}
+
 /// The supervise loop: waits for signals, relays each relayed one to the child, reaps every child
 /// that ends (the main one and, as PID 1 or subreaper, orphans), and returns once the main child is
 /// reaped: its exit code, or the signal that killed it.
@@ -203,6 +229,19 @@ pub fn exec(cmd: &CommandLine, env: ChildEnv<'_>) -> Outcome {
 /// runs after every wake-up, so a merged SIGCHLD loses nothing: any child that changes state after
 /// the SIGCHLD was taken raises a new one, which the next wait returns.
 pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
+    supervise_restarting(child, mode, None)
+}
+
+/// `supervise`, and with `restarts` (`--watch`) a restart whenever it offers a new command: the
+/// restart signal to the running command, SIGKILL after the grace period, and the new command
+/// started as soon as the old one is reaped, so two never run at once. The command's own end (not a
+/// restart's) ends the run as always, and so does a TERM or INT to r4-run, which is relayed and
+/// lets no restart begin or finish after it.
+pub fn supervise_restarting(
+    mut child: libc::pid_t,
+    mode: Mode,
+    mut restarts: Option<(&mut dyn Restarts, RestartPolicy)>,
+) -> Outcome {
     let mask = signals::block();
     verbose!(
         2,
@@ -226,11 +265,60 @@ pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
     );
     // The main child's last reported state: stopped or running (WUNTRACED, WCONTINUED).
     let mut child_stopped = false;
+    let mut restart: Option<Restart> = None;
+    // TERM or INT reached r4-run: the watch is over.
+    let mut ending = false;
+    // The main child's end, when a reap in the middle of the loop collected it.
+    let mut ended: Option<Outcome> = None;
     loop {
         // Reap first: the child may have ended before the loop started (its SIGCHLD then waits
         // pending too, and costs one more, empty, reap).
-        if let Reaped::Ended(outcome) = reap(child, mode, &mut child_stopped) {
-            return outcome;
+        let outcome = match ended.take() {
+            Some(outcome) => Some(outcome),
+            None => match reap(child, mode, &mut child_stopped) {
+                Reaped::Ended(outcome) => Some(outcome),
+                Reaped::Running => None,
+            },
+        };
+        if let Some(outcome) = outcome {
+            match restart.take() {
+                Some(r) if !ending => {
+                    child = match r.next.spawn() {
+                        Ok(pid) => pid,
+                        Err(outcome) => return outcome,
+                    };
+                    child_stopped = false;
+                    verbose!(1, "restarted the command: pid {child}");
+                    continue;
+                }
+                _ => return outcome,
+            }
+        }
+        if let (Some((restarts, policy)), false) = (restarts.as_mut(), ending) {
+            match &mut restart {
+                None => {
+                    if let Some(next) = restarts.next() {
+                        let kill_at = Instant::now() + policy.grace;
+                        restarts.wake_at(kill_at);
+                        signal_command(child, policy.signal, mode);
+                        restart = Some(Restart {
+                            next,
+                            kill_at,
+                            killed: false,
+                        });
+                    }
+                }
+                Some(r) if !r.killed && Instant::now() >= r.kill_at => {
+                    warn!(
+                        "the command did not end within {} s of {}: sending SIGKILL",
+                        policy.grace.as_secs_f64(),
+                        signals::name(policy.signal)
+                    );
+                    signal_command(child, libc::SIGKILL, mode);
+                    r.killed = true;
+                }
+                Some(_) => {}
+            }
         }
         let (signal, origin) = match platform::take_signal(&mask.waited, !mode.portable_wait) {
             Ok(taken) => taken,
@@ -241,12 +329,32 @@ pub fn supervise(child: libc::pid_t, mode: Mode) -> Outcome {
         if signal == libc::SIGCHLD {
             continue;
         }
-        // Reap before deciding, so that a SIGCONT finds the child's state as it is now.
+        if restarts.is_some() && matches!(signal, libc::SIGTERM | libc::SIGINT) && !ending {
+            verbose!(
+                1,
+                "{}: the watch ends with the command",
+                signals::name(signal)
+            );
+            ending = true;
+        }
+        // Reap before deciding, so that a SIGCONT finds the child's state as it is now. A child
+        // that ended here is dealt with at the top of the loop.
         if let Reaped::Ended(outcome) = reap(child, mode, &mut child_stopped) {
-            return outcome;
+            ended = Some(outcome);
+            continue;
         }
         relay(child, signal, origin, child_stopped, mode);
     }
+}
+
+/// Sends `signal` to the command for a restart: to its process group where it has its own (a
+/// shell's children stop with it), else to it alone.
+fn signal_command(child: libc::pid_t, signal: libc::c_int, mode: Mode) {
+    let target = if mode.shares_group { child } else { -child };
+    verbose!(2, "sending {} to {target}", signals::name(signal));
+    // SAFETY: kill with a pid (or the group of a pid) we spawned and have not reaped, so it is
+    // not reused, and a valid signal number.
+    unsafe { libc::kill(target, signal) };
 }
 
 enum Reaped {

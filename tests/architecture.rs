@@ -14,7 +14,10 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     ("top", &["lib"]),
     ("configuration", &["config", "cli", "generate"]),
-    ("steps", &["api", "env", "dotenv", "fallback", "supervise"]),
+    (
+        "steps",
+        &["api", "env", "dotenv", "fallback", "supervise", "watch"],
+    ),
     (
         "base",
         &[

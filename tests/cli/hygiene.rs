@@ -373,3 +373,76 @@ async fn no_core_from_the_start_and_the_child_gets_the_core_limit_r4_run_got() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}; {stderr}");
 }
+
+/// `--watch` keeps the key (it fetches again) but no value: between fetches only a keyed digest of
+/// each variable remains. The scan is taken between two watch fetches; a fetch that started while
+/// it ran (a `GET` line on stderr) makes it start over.
+#[test]
+fn a_watching_r4_run_keeps_no_value_between_fetches() {
+    let api = project_api();
+    let mut r4 = Command::new(bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("R4_API_KEY", KEY)
+        .args([
+            "-v",
+            "--watch",
+            "--watch-interval",
+            "1",
+            "--project",
+            PROJECT,
+        ])
+        .args([
+            "--base-url",
+            &api.url,
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 120",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(r4.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child_pid: u32 = line.trim().parse().expect("the child's pid");
+    let err = crate::support::line_reader(r4.stderr.take().unwrap());
+    let values: Vec<_> = needles()
+        .into_iter()
+        .filter(|(what, _)| *what != "key secret part")
+        .collect();
+    let mut fetches_done = 0;
+    let mut verdict = None;
+    for _attempt in 0..10 {
+        // A watch fetch (the second "fetch took" of the run, or any later one) has just ended.
+        let mut seen = Vec::new();
+        while fetches_done < 2 {
+            let line = crate::support::await_line(&err, "fetch took", &mut seen);
+            let _ = line;
+            fetches_done += 1;
+        }
+        wait_until_blocked(r4.id());
+        let started_before = err.try_iter().any(|l| l.contains("GET "));
+        let found = scan(r4.id());
+        let started_during = err.try_iter().any(|l| l.contains("GET "));
+        if started_before || started_during {
+            fetches_done = 1; // wait for that fetch to end, then scan again
+            continue;
+        }
+        verdict = Some(found);
+        break;
+    }
+    finish(r4, child_pid);
+    let found = verdict.expect("no quiet moment between watch fetches to scan in");
+    let left: Vec<_> = found
+        .into_iter()
+        .filter(|(what, n)| *n > 0 && values.iter().any(|(v, _)| v == what))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "values left in a watching r4-run's memory: {left:?}"
+    );
+}

@@ -19,3 +19,4 @@ mod settings;
 mod shells;
 mod signals;
 mod trust;
+mod watch;

@@ -6,7 +6,7 @@ pub struct Emulator {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     // Stops the server when dropped.
-    _server: r4_emulator::Emulator,
+    server: r4_emulator::Emulator,
 }
 
 impl Emulator {
@@ -18,8 +18,19 @@ impl Emulator {
             .expect("the emulator starts");
         Emulator {
             url: server.url().to_owned(),
-            _server: server,
+            server,
         }
+    }
+
+    /// Gives `support::PROJECT` these variables from the next request on, as an edit in R4 would.
+    pub fn set_vars(&self, vars: &[(&str, &str)]) {
+        let env: serde_json::Map<String, serde_json::Value> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        self.server
+            .set_project_env(super::PROJECT, &serde_json::Value::Object(env))
+            .expect("the project exists");
     }
 
     /// One key (`support::KEY`) that sees one project (`support::PROJECT`) holding `vars`.
