@@ -808,6 +808,43 @@ mod tests {
     }
 
     #[test]
+    fn fleets_of_other_sizes_and_limits_cost_less_than_coming_back_whole_each_window() {
+        // (starts, capacity, window): the benchmark's limit, and the R4 API's 100 a minute. The
+        // deadline is three times the floor N / rate (at least 30 s), as a big rollout would set
+        // --timeout. `cargo test --lib fleets_of -- --nocapture` prints the figures (docs/fleet.md).
+        for (n, capacity, window) in [
+            (50, 20, 2),
+            (500, 20, 2),
+            (150, 100, 60),
+            (300, 100, 60),
+            (500, 100, 60),
+            (1000, 100, 60),
+        ] {
+            let floor = Duration::from_secs(window) * n as u32 / capacity;
+            let deadline = (floor * 3).max(Duration::from_secs(30));
+            // Everyone still waiting asks again at each window's start: N + (N - C) + (N - 2C) + …
+            let whole_crowd: usize = (0..n).step_by(capacity as usize).map(|k| n - k).sum();
+            for seed in 1..=3 {
+                let f = fleet(n, capacity, Duration::from_secs(window), deadline, seed);
+                eprintln!(
+                    "{n} starts, {capacity} per {window} s, seed {seed}: {:.2} requests a start \
+                     (coming back whole: {:.2}), last start {:.1} s = {:.2}x the floor",
+                    f.requests as f64 / n as f64,
+                    whole_crowd as f64 / n as f64,
+                    f.last_start.as_secs_f64(),
+                    f.last_start.as_secs_f64() / floor.as_secs_f64()
+                );
+                assert_eq!(f.failed, 0, "{n}/{capacity}/{window}, seed {seed}");
+                assert!(
+                    f.requests <= whole_crowd,
+                    "{n}/{capacity}/{window}, seed {seed}: {} requests",
+                    f.requests
+                );
+            }
+        }
+    }
+
+    #[test]
     fn retry_after_in_seconds_or_as_a_date() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_887_151); // Tue, 15 Nov 1994 08:12:31 GMT
         assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
