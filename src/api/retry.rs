@@ -33,12 +33,15 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(86_400);
 /// The most jitter added to the `Retry-After` of a status other than 429: such a wait is the end
 /// of an outage, not of a window with room for a few.
 const RETRY_AFTER_JITTER_MAX: Duration = Duration::from_millis(500);
-/// How far past the `Retry-After` a refused try may be spread by doubling alone, in windows.
-const SPREAD_MAX_WINDOWS: u32 = 4;
-/// The spread after a refusal late in its window (a window that filled late), in windows.
-const SPREAD_AFTER_LIGHT_WINDOWS: u32 = 2;
-/// Beyond `SPREAD_MAX_WINDOWS`, the spread may reach the time waited so far divided by this.
+/// How far past a 429's `Retry-After` the next try is drawn, in windows of the limit: after the
+/// first 429, which cannot tell a small crowd from a large one;
+const SPREAD_FIRST_WINDOWS: u32 = 2;
+/// after a refusal early in its window (a window full before its middle: a large crowd), or the
+/// time waited so far divided by `SPREAD_ELAPSED_DIVISOR` if that is longer;
+const SPREAD_HEAVY_WINDOWS: u32 = 3;
 const SPREAD_ELAPSED_DIVISOR: u32 = 3;
+/// after a refusal late in its window (a window that filled late: a crowd about its size).
+const SPREAD_LIGHT_WINDOWS: u32 = 2;
 
 /// The clock and the dice of the policy: the real ones in r4-run, scripted ones in tests.
 pub trait Source {
@@ -78,11 +81,9 @@ pub struct Policy<S: Source = System> {
     steps: u32,
     /// Failed tries that count against `MAX_TRIES`.
     counted: u32,
-    /// The longest `Retry-After` a 429 asked for: the estimate of the limit's window.
+    /// The longest `Retry-After` a 429 asked for: the estimate of the limit's window (zero before
+    /// the first).
     window: Duration,
-    /// 429s that came early in their window (a window that filled in its first half), the first 429
-    /// counted as one.
-    heavy: u32,
 }
 
 /// What a failed try's answer said about waiting.
@@ -149,7 +150,6 @@ impl<S: Source> Policy<S> {
             steps: 0,
             counted: 0,
             window: Duration::ZERO,
-            heavy: 0,
         }
     }
 
@@ -207,36 +207,33 @@ impl<S: Source> Policy<S> {
     }
 
     /// How far past a 429's `Retry-After` the next try may be drawn (docs/fleet.md has the
-    /// arithmetic). A limit of C requests per window W refuses everyone past the first C, and tells
-    /// each to come back when the window ends: if all do, the next window again sees the whole
-    /// refused crowd, and so on, one refusal per waiting client per window. A client cannot see the
+    /// arithmetic). A limit of C requests per window refuses everyone past the first C and tells
+    /// each to come back when the window ends: if all do, the next window sees the whole refused
+    /// crowd again, and so on, one refusal per waiting client per window. A client cannot see the
     /// crowd, only what its own 429s say:
     ///
-    /// - the window: the longest `Retry-After` seen (one asked for at the window's start);
+    /// - the window: the longest `Retry-After` seen (one refused at a window's start is told all of
+    ///   it);
     /// - how contended the window was: a refusal with more than half the window still to run means
-    ///   the window was full before its middle, at least twice its capacity asking ("heavy");
-    ///   a refusal in its second half means a window that filled late ("light");
+    ///   the window was full before its middle, at least twice its capacity asking ("heavy"); one in
+    ///   its second half, a window that filled late ("light");
+    /// - how long it has waited: a fleet that has kept it waiting long is large.
     ///
-    /// The spread starts at two windows and doubles with each heavy refusal, up to
-    /// `SPREAD_MAX_WINDOWS` windows, or a third of the time waited so far if that is longer (a
-    /// fleet that has kept us waiting long needs long); after a light refusal it is at most
-    /// `SPREAD_AFTER_LIGHT_WINDOWS` windows, so the end of a crowd does not wait for windows that
-    /// will stand empty.
+    /// Spreading the crowd over more windows lowers each window's arrivals (a start costs about
+    /// arrivals / capacity requests) but leaves the last windows part empty while the last clients
+    /// wait for their draw (the last start comes later). `SPREAD_*` weigh the two.
     fn rate_limit_spread(&mut self, asked: Duration, now: Instant) -> Duration {
+        let first = self.window.is_zero();
         self.window = self.window.max(asked);
+        if first {
+            return self.window.saturating_mul(SPREAD_FIRST_WINDOWS);
+        }
         let heavy = asked.saturating_mul(2) > self.window;
         if heavy {
-            self.heavy += 1;
-        }
-        let doubled = self.window.saturating_mul(1 << self.heavy.min(16));
-        let waited = now.saturating_duration_since(self.started);
-        let most =
-            (self.window.saturating_mul(SPREAD_MAX_WINDOWS)).max(waited / SPREAD_ELAPSED_DIVISOR);
-        let spread = doubled.min(most);
-        if heavy {
-            spread
+            let waited = now.saturating_duration_since(self.started);
+            (self.window.saturating_mul(SPREAD_HEAVY_WINDOWS)).max(waited / SPREAD_ELAPSED_DIVISOR)
         } else {
-            spread.min(self.window.saturating_mul(SPREAD_AFTER_LIGHT_WINDOWS))
+            self.window.saturating_mul(SPREAD_LIGHT_WINDOWS)
         }
     }
 
@@ -524,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn a_429_is_spread_over_two_windows_then_doubles_after_each_heavy_refusal_up_to_four() {
+    fn a_429_is_spread_over_two_windows_then_three_after_each_heavy_refusal() {
         let (mut p, dice) = policy(PLENTY);
         dice.show(HIGHEST);
         // Each 429 with the whole 2 s window still to run: a window full from its start. (The clock
@@ -548,7 +545,7 @@ mod tests {
             assert_eq!(wait, asked + spread);
             spreads.push(spread.as_secs());
         }
-        assert_eq!(spreads, [4, 8, 8, 8, 8]);
+        assert_eq!(spreads, [4, 6, 6, 6, 6]);
         // Waiting is what a rate limit asks for: no try counted, the backoff did not advance.
         assert_eq!((p.counted, p.steps), (0, 0));
         // The lowest draw is the Retry-After itself: never sooner than the server asked.
@@ -557,26 +554,14 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_late_in_its_window_spreads_over_two_windows_at_most() {
+    fn a_refusal_late_in_its_window_spreads_over_two_windows() {
         let (mut p, _) = policy(PLENTY);
-        assert_eq!(
-            spread_of(p.after_failure(limited(2))),
-            Duration::from_secs(4)
-        );
-        assert_eq!(
-            spread_of(p.after_failure(limited(2))),
-            Duration::from_secs(8)
-        );
+        let spreads: Vec<u64> = [2, 2, 1, 2, 1]
+            .into_iter()
+            .map(|secs| spread_of(p.after_failure(limited(secs))).as_secs())
+            .collect();
         // 1 s left of a 2 s window: it filled late, the crowd is about its size.
-        assert_eq!(
-            spread_of(p.after_failure(limited(1))),
-            Duration::from_secs(4)
-        );
-        // And that refusal did not make the next heavy one spread further.
-        assert_eq!(
-            spread_of(p.after_failure(limited(2))),
-            Duration::from_secs(8)
-        );
+        assert_eq!(spreads, [4, 6, 4, 6, 4]);
     }
 
     #[test]
@@ -585,13 +570,13 @@ mod tests {
         for _ in 0..3 {
             p.after_failure(limited(2));
         }
-        dice.advance(Duration::from_secs(24));
-        // A third of 24 s is the four windows' 8 s: no more yet.
+        dice.advance(Duration::from_secs(18));
+        // A third of 18 s is the three windows' 6 s: no more yet.
         assert_eq!(
             spread_of(p.after_failure(limited(2))),
-            Duration::from_secs(8)
+            Duration::from_secs(6)
         );
-        dice.advance(Duration::from_secs(36));
+        dice.advance(Duration::from_secs(42));
         assert_eq!(
             spread_of(p.after_failure(limited(2))),
             Duration::from_secs(20)
@@ -605,31 +590,18 @@ mod tests {
 
     #[test]
     fn the_window_is_the_longest_retry_after_seen() {
-        let (mut p, _) = policy(PLENTY);
-        // Refused late in a window first: 1 s is all it knows of the window, and it is heavy.
-        assert_eq!(
-            spread_of(p.after_failure(limited(1))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            spread_of(p.after_failure(limited(2))),
-            Duration::from_secs(8)
-        );
-        assert_eq!(p.window, Duration::from_secs(2));
-        // On a minute's window (the R4 limits), the same in minutes.
-        let (mut p, _) = policy(PLENTY);
-        assert_eq!(
-            spread_of(p.after_failure(limited(60))),
-            Duration::from_secs(120)
-        );
-        assert_eq!(
-            spread_of(p.after_failure(limited(20))),
-            Duration::from_secs(120)
-        );
-        assert_eq!(
-            spread_of(p.after_failure(limited(45))),
-            Duration::from_secs(240)
-        );
+        let spreads = |asked: &[u64]| -> Vec<u64> {
+            let (mut p, _) = policy(PLENTY);
+            asked
+                .iter()
+                .map(|&secs| spread_of(p.after_failure(limited(secs))).as_secs())
+                .collect()
+        };
+        // Refused late in a window first: 1 s is all it knows of the window, until told 2 s.
+        assert_eq!(spreads(&[1, 2, 1]), [2, 6, 4]);
+        // On a minute's window (the R4 limits), the same in minutes: 20 s left is a light window,
+        // 45 s left a heavy one.
+        assert_eq!(spreads(&[60, 20, 45]), [120, 120, 180]);
     }
 
     #[test]
