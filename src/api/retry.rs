@@ -165,7 +165,7 @@ impl<S: Source> Policy<S> {
         let remaining = self.deadline.saturating_duration_since(now);
         let ceiling = self.ceiling();
         if let Some(asked) = failure.retry_after.filter(|&asked| asked >= ceiling) {
-            let Some(room) = remaining.checked_sub(asked + MIN_TRY_TIME) else {
+            let Some(room) = remaining.checked_sub(asked.saturating_add(MIN_TRY_TIME)) else {
                 return Next::GiveUp(GiveUp::NoTimeForRetryAfter { asked });
             };
             // Never a draw past what is left of the deadline: the last try keeps its time.
@@ -652,6 +652,23 @@ mod tests {
                 wait: Duration::from_secs(5)
             })
         );
+    }
+
+    #[test]
+    fn the_longest_wait_a_duration_holds_gives_up_without_overflowing() {
+        for rate_limited in [true, false] {
+            let (mut p, _) = policy(PLENTY);
+            let next = p.after_failure(Failure {
+                retry_after: Some(Duration::MAX),
+                rate_limited,
+            });
+            assert_eq!(
+                next,
+                Next::GiveUp(GiveUp::NoTimeForRetryAfter {
+                    asked: Duration::MAX
+                })
+            );
+        }
     }
 
     /// The emulator's limit (emulator/src/auth.rs): fixed windows of `period`, each opened by the
