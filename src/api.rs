@@ -339,7 +339,7 @@ enum Try {
     Transient {
         error: Error,
         reason: String,
-        retry_after: Option<Duration>,
+        failure: retry::Failure,
     },
 }
 
@@ -349,7 +349,7 @@ async fn fetch_with_retries(
     deadline: tokio::time::Instant,
     progress: &mut Progress,
 ) -> Result<Fetched> {
-    let mut policy = retry::Policy::new();
+    let mut policy = retry::Policy::new(deadline.into_std());
     let fetch_started = Instant::now();
     loop {
         progress.tries += 1;
@@ -357,7 +357,7 @@ async fn fetch_with_retries(
         let started = Instant::now();
         let outcome = try_once(req, client).await;
         let took = started.elapsed().as_millis();
-        let (error, reason, retry_after) = match outcome {
+        let (error, reason, failure) = match outcome {
             Try::Done(fetched, status) => {
                 verbose!(1, "try {n}: {status} after {took} ms");
                 return Ok(fetched);
@@ -369,11 +369,11 @@ async fn fetch_with_retries(
             Try::Transient {
                 error,
                 reason,
-                retry_after,
-            } => (error, reason, retry_after),
+                failure,
+            } => (error, reason, failure),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let (wait, why) = match policy.after_failure(retry_after, remaining) {
+        let (wait, why) = match policy.after_failure(failure) {
             retry::Next::Retry { wait, why } => (wait, why),
             retry::Next::GiveUp(retry::GiveUp::TriesUsed) => {
                 verbose!(
@@ -402,6 +402,16 @@ async fn fetch_with_retries(
             }
         };
         let why = match why {
+            retry::Why::RateLimit {
+                asked,
+                spread,
+                drawn,
+            } => format!(
+                "Retry-After: {} s, plus {} ms drawn below {} ms to spread the retries over the next windows",
+                asked.as_secs_f64(),
+                drawn.as_millis(),
+                spread.as_millis()
+            ),
             retry::Why::RetryAfter { asked, jitter } => format!(
                 "Retry-After: {} s, plus {} ms of jitter",
                 asked.as_secs_f64(),
@@ -461,7 +471,10 @@ async fn try_once(req: &Request<'_>, client: &Client) -> Try {
                 Try::Transient {
                     error,
                     reason,
-                    retry_after: None,
+                    failure: retry::Failure {
+                        retry_after: None,
+                        rate_limited: false,
+                    },
                 }
             } else {
                 Try::Fatal { error, reason }
@@ -508,7 +521,10 @@ async fn try_once(req: &Request<'_>, client: &Client) -> Try {
             Err(BodyError::Broken { error, read }) => Try::Transient {
                 error: explain::cut_off_error(req, status, read, &error),
                 reason: format!("{status}, body broke off after {read} bytes"),
-                retry_after: None,
+                failure: retry::Failure {
+                    retry_after: None,
+                    rate_limited: false,
+                },
             },
         };
     }
@@ -525,7 +541,10 @@ async fn try_once(req: &Request<'_>, client: &Client) -> Try {
         Try::Transient {
             error,
             reason,
-            retry_after,
+            failure: retry::Failure {
+                retry_after,
+                rate_limited: status == StatusCode::TOO_MANY_REQUESTS,
+            },
         }
     } else {
         Try::Fatal { error, reason }

@@ -216,6 +216,43 @@ async fn a_429_with_retry_after_is_waited_out_then_succeeds() {
 }
 
 #[tokio::test]
+async fn a_429s_retry_is_drawn_past_its_retry_after_to_spread_a_fleet_and_a_503s_is_not() {
+    for (status, spread) in [(429, Some("drawn below 2000 ms")), (503, None)] {
+        let server = MockServer::start().await;
+        first(
+            &server,
+            1,
+            ResponseTemplate::new(status).insert_header("Retry-After", "1"),
+        )
+        .await;
+        then_answer(&server, &[("A", "1")]).await;
+        let started = Instant::now();
+        let ran = r4_run()
+            .against(&server.uri())
+            .arg("-v")
+            .probe()
+            .run_async()
+            .await;
+        let took = started.elapsed();
+        ran.assert_code(0);
+        assert_eq!(ran.child_env()["A"], "1");
+        assert!(
+            took >= Duration::from_secs(1),
+            "{status}: waited only {took:?}"
+        );
+        assert_eq!(requests(&server).await, 2);
+        let err = ran.stderr();
+        assert!(err.contains("(Retry-After: 1 s, plus "), "{status}: {err}");
+        match spread {
+            // A rate limit's window admits a few: the retry is drawn from the next two windows.
+            Some(spread) => assert!(err.contains(spread), "{status}: {err}"),
+            // The end of an outage: a little jitter only.
+            None => assert!(err.contains(" ms of jitter)"), "{status}: {err}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_retry_after_past_the_deadline_fails_at_once_and_says_when() {
     let in_an_hour =
         httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
