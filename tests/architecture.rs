@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "exit",
             "hardening",
             "wipe_alloc",
+            "mask",
         ],
     ),
 ];
