@@ -13,6 +13,7 @@ pub mod exit;
 pub mod fallback;
 pub mod generate;
 pub mod hardening;
+pub mod mask;
 pub mod platform;
 pub mod report;
 pub mod secret;

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "exit",
             "hardening",
             "wipe_alloc",
+            "mask",
         ],
     ),
 ];
