@@ -72,6 +72,10 @@ pub struct Args {
     #[arg(long, value_name = "FMT", requires = "dotenv", value_enum)]
     pub format: Option<FormatArg>,
 
+    /// Pass the command's stdout and stderr through r4-run and replace every fetched value (6 bytes or more) in them by a marker naming it; the command's output is then no terminal [env: R4_MASK=1]
+    #[arg(long, conflicts_with = "exec")]
+    pub mask: bool,
+
     /// Keep fetching while the command runs; when the variables change, restart it with the new ones [env: R4_WATCH=1]
     #[arg(long, conflicts_with = "exec")]
     pub watch: bool,

@@ -47,6 +47,8 @@ pub struct Config {
     pub timeout: Duration,
     pub merge: MergePolicy,
     pub dotenv: Option<dotenv::Target>,
+    /// `--mask`: the command's output goes through r4-run, every value masked.
+    pub mask: bool,
     /// `--watch` and its companions: restart the command when the variables change.
     pub watch: Option<WatchOptions>,
     /// `--mount`: the variables go to this file instead of the environment.
@@ -115,7 +117,16 @@ impl Config {
                 },
             }),
         };
+        let mask = args.mask || env_flag("R4_MASK", &env)?;
+        if mask && args.exec {
+            return Err(Error::new("--mask (R4_MASK) cannot be used with --exec")
+                .hint("masking passes the command's output through r4-run, so r4-run must stay: leave out --exec"));
+        }
         let watching = args.watch || env_flag("R4_WATCH", &env)?;
+        if mask && watching {
+            return Err(Error::new("--mask cannot be used with --watch yet")
+                .hint("a restart brings new values to mask; use one of the two"));
+        }
         let watch = if watching {
             if args.exec {
                 return Err(Error::new("--watch (R4_WATCH) cannot be used with --exec")
@@ -299,6 +310,7 @@ impl Config {
             merge,
             dotenv,
             mount,
+            mask,
             watch,
             fallback,
             command,
@@ -643,6 +655,7 @@ mod tests {
             shell_command: None,
             mount: None,
             mount_format: None,
+            mask: false,
             watch: false,
             watch_interval: None,
             restart_signal: None,

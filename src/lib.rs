@@ -15,6 +15,7 @@ pub mod generate;
 pub mod hardening;
 pub mod mask;
 pub mod platform;
+pub mod pump;
 pub mod report;
 pub mod secret;
 pub mod signals;
@@ -154,7 +155,25 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         return Err(supervise::exec(command, child_env));
     }
     let mode = supervise::Mode::detect(config.subreaper);
-    let prepared = supervise::prepare(command, child_env, mode)?;
+    let mut prepared = supervise::prepare(command, child_env, mode)?;
+    // --mask: every fetched value, held by the mask in a form that is not the value itself.
+    let masking = if config.mask {
+        let masker = mask::Masker::new(
+            fetched
+                .vars
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose().as_bytes())),
+        );
+        let pipes = prepared.pipe_output().map_err(|e| {
+            Outcome::Failed(Error::new(format!(
+                "cannot set up the pipes for --mask: {e}"
+            )))
+        })?;
+        verbose!(1, "masking {} values in the command's output", masker.len());
+        Some((masker, pipes))
+    } else {
+        None
+    };
     // What the next fetches of --watch need, the key among it, moves out of the configuration; the
     // rest of it holds no secret.
     let watch_plan = match (config.watch, fingerprint) {
@@ -188,13 +207,39 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
     let child = prepared.spawn()?;
     // After the spawn, so the child's own core-dump limit stays as it was.
     hardening::forbid_core_dumps();
+    // After the spawn, so the command is still PID 2 in a container.
+    let pumps = match masking {
+        Some((masker, (out, err))) => Some(start_pumps(&masker, out, err)?),
+        None => None,
+    };
     let outcome = match watch_plan {
         None => supervise::supervise(child, mode),
         // The worker thread starts after the first command, which is then PID 2 in a container.
         Some(plan) => plan.supervise(child, mode)?,
     };
+    for pump in pumps.into_iter().flatten() {
+        pump.finish();
+    }
     drop(mounted);
     Ok(outcome)
+}
+
+/// The two `--mask` threads: the command's stdout to ours, its stderr to ours.
+fn start_pumps(
+    masker: &mask::Masker,
+    out: std::os::fd::OwnedFd,
+    err: std::os::fd::OwnedFd,
+) -> Result<[pump::Pump; 2], Outcome> {
+    let failed =
+        |e: std::io::Error| Outcome::Failed(Error::new(format!("cannot start masking: {e}")));
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let to_out = std::os::fd::AsFd::as_fd(&stdout);
+    let to_err = std::os::fd::AsFd::as_fd(&stderr);
+    Ok([
+        pump::start(out, to_out, masker.stream()).map_err(failed)?,
+        pump::start(err, to_err, masker.stream()).map_err(failed)?,
+    ])
 }
 
 /// The command's environment: the selected variables merged into what r4-run inherited (or, with

@@ -10,6 +10,7 @@ use crate::{hardening, signals};
 use crate::{verbose, warn};
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,17 @@ pub fn prepare(cmd: &CommandLine, env: ChildEnv<'_>, mode: Mode) -> Result<Prepa
 }
 
 impl Prepared {
+    /// Sends the command's stdout and stderr into pipes instead of r4-run's own (`--mask`), and
+    /// returns their read ends.
+    pub fn pipe_output(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
+        let (out_read, out_write) = io::pipe()?;
+        let (err_read, err_write) = io::pipe()?;
+        self.command
+            .stdout(std::process::Stdio::from(out_write))
+            .stderr(std::process::Stdio::from(err_write));
+        Ok((OwnedFd::from(out_read), OwnedFd::from(err_read)))
+    }
+
     /// Starts the command and returns its pid. The `Command`, and with it the last copies of the
     /// values, is dropped as soon as the child has exec'd.
     pub fn spawn(self) -> Result<libc::pid_t, Outcome> {

@@ -16,7 +16,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("configuration", &["config", "cli", "generate"]),
     (
         "steps",
-        &["api", "env", "dotenv", "fallback", "supervise", "watch"],
+        &[
+            "api",
+            "env",
+            "dotenv",
+            "fallback",
+            "supervise",
+            "watch",
+            "pump",
+        ],
     ),
     (
         "base",

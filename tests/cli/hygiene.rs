@@ -446,3 +446,40 @@ fn a_watching_r4_run_keeps_no_value_between_fetches() {
         "values left in a watching r4-run's memory: {left:?}"
     );
 }
+
+/// `--mask` holds the values to find them, but never as they are: a scan of a masking r4-run, after
+/// the command printed every value (masked on the way), finds none of them, nor the key.
+#[test]
+fn a_masking_r4_run_holds_no_value_as_it_is() {
+    let api = project_api();
+    let mut r4 = Command::new(bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("R4_API_KEY", KEY)
+        .args(["--mask", "--project", PROJECT, "--base-url", &api.url, "--"])
+        .args([
+            "sh",
+            "-c",
+            "printf '%s\\n' \"$PEM_SECRET\" \"$QUOTED_SECRET\" \"$PLAIN_SECRET\"; echo \"pid $$\"; exec sleep 120",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = crate::support::line_reader(r4.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let pid_line = crate::support::await_line(&lines, "pid ", &mut seen);
+    let child_pid: u32 = pid_line.trim_start_matches("pid ").parse().unwrap();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("<PLAIN_SECRET masked by r4-run>")),
+        "{seen:?}"
+    );
+    wait_until_blocked(r4.id());
+    let found = scan(r4.id());
+    finish(r4, child_pid);
+    assert!(
+        found.iter().all(|(_, n)| *n == 0),
+        "secrets left in a masking r4-run's memory: {found:?}"
+    );
+}

@@ -10,6 +10,7 @@ mod fallback;
 mod faults;
 mod https;
 mod hygiene;
+mod mask;
 mod mount;
 mod project;
 mod projects;
