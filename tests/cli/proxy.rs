@@ -310,3 +310,97 @@ async fn an_untrusted_certificate_is_refused_and_ssl_cert_file_makes_it_trusted(
     ran.assert_code(0);
     assert_eq!(ran.child_env()["OVER_TLS"], "yes");
 }
+
+/// A CONNECT proxy that opens every tunnel to `to` (whatever host it is asked for: the name need not
+/// resolve anywhere but here) and records the head it was asked with and every byte that went
+/// through the tunnel.
+struct TunnelingProxy {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    tunneled: Arc<Mutex<Vec<u8>>>,
+}
+
+impl TunnelingProxy {
+    fn start(to: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let tunneled = Arc::new(Mutex::new(Vec::new()));
+        let (h, t) = (heads.clone(), tunneled.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                h.lock().unwrap().push(read_head(&mut client));
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let pipe = |mut from: TcpStream, mut into: TcpStream, log: Arc<Mutex<Vec<u8>>>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || into.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                        let _ = into.shutdown(std::net::Shutdown::Write);
+                    })
+                };
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    t.clone(),
+                );
+                pipe(server, client, t.clone());
+            }
+        });
+        Self {
+            port,
+            heads,
+            tunneled,
+        }
+    }
+}
+
+#[test]
+fn through_a_connect_proxy_to_a_name_only_the_proxy_knows_the_key_stays_in_the_tunnel() {
+    use crate::support::tls::{identity, pem_file, HttpsEmulator};
+    let api = HttpsEmulator::with_project(
+        &[("VIA_PROXY", "yes")],
+        &identity(&["r4.only-the-proxy.test"]),
+    );
+    let proxy = TunnelingProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], api.port)));
+    let run = r4_run();
+    let ca = pem_file(run.tempdir(), "ca.pem", &api.ca_pem);
+    let ran = run
+        .env("R4_API_KEY", crate::support::KEY)
+        .env("HTTPS_PROXY", format!("http://127.0.0.1:{}", proxy.port))
+        .env("SSL_CERT_FILE", &ca)
+        .args([
+            "--project",
+            PROJECT,
+            "--base-url",
+            "https://r4.only-the-proxy.test",
+        ])
+        .probe()
+        .run();
+    ran.assert_code(0);
+    assert_eq!(ran.child_env()["VIA_PROXY"], "yes");
+    let heads = proxy.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with("CONNECT r4.only-the-proxy.test:443 "),
+        "{heads:?}"
+    );
+    assert!(!heads[0].contains(KEY_SECRET_PART), "{heads:?}");
+    // Everything else the proxy carried was TLS: the key is nowhere in it in clear.
+    let tunneled = proxy.tunneled.lock().unwrap().clone();
+    assert!(!tunneled.is_empty());
+    assert!(
+        !tunneled
+            .windows(KEY_SECRET_PART.len())
+            .any(|w| w == KEY_SECRET_PART.as_bytes()),
+        "the key crossed the proxy in clear"
+    );
+}
