@@ -45,6 +45,25 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// The fetch of each of `projects`, in order.
+pub fn requests<'a>(
+    base: &Url,
+    key: &'a ApiKey,
+    projects: &'a [String],
+    timeout: Duration,
+) -> Vec<Request<'a>> {
+    projects
+        .iter()
+        .map(|project| Request {
+            url: env_url(base, project),
+            key,
+            project,
+            timeout,
+            give_up_when_unreachable: false,
+        })
+        .collect()
+}
+
 /// `{base}/vault/env/{projectId}`, the project id encoded as one path segment.
 pub fn env_url(base: &Url, project: &str) -> Url {
     let mut url = base.clone();

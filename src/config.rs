@@ -322,16 +322,7 @@ impl Config {
 
     /// The fetch of each project, as the API client takes it.
     pub fn requests(&self) -> Vec<api::Request<'_>> {
-        self.projects
-            .iter()
-            .map(|project| api::Request {
-                url: api::env_url(&self.base, project),
-                key: &self.key,
-                project,
-                timeout: self.timeout,
-                give_up_when_unreachable: false,
-            })
-            .collect()
+        api::requests(&self.base, &self.key, &self.projects, self.timeout)
     }
 }
 

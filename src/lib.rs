@@ -149,7 +149,13 @@ fn run_config(config: Config) -> Result<Outcome, Outcome> {
         }
         None => None,
     };
-    let child_env = child_env(command, selected, mounted.as_ref(), &config.merge, limits)?;
+    let child_env = child_env(
+        command,
+        selected,
+        mounted.as_ref().map(dotenv::Mounted::path),
+        &config.merge,
+        limits,
+    )?;
     if config.exec {
         // Returns only if exec failed; on success this image, secrets and all, is gone.
         return Err(supervise::exec(command, child_env));
@@ -247,13 +253,13 @@ fn start_pumps(
 fn child_env<'a>(
     command: &supervise::CommandLine,
     selected: Vec<env::Selected<'a>>,
-    mounted: Option<&dotenv::Mounted>,
+    mounted: Option<&std::path::Path>,
     merge: &env::MergePolicy,
     limits: env::ExecLimits,
 ) -> Result<env::ChildEnv<'a>, Outcome> {
     let child_env = match mounted {
         // The values are in the file: the environment gets only where it is.
-        Some(mounted) => env::merge_with_secrets_path(std::env::vars_os(), mounted.path(), merge),
+        Some(path) => env::merge_with_secrets_path(std::env::vars_os(), path, merge),
         None => env::merge(std::env::vars_os(), selected, merge),
     };
     let argv = std::iter::once(command.program.as_os_str())
@@ -282,17 +288,7 @@ impl WatchSource {
     /// good fetch refreshes the fallback file; a failed one never falls back to it (the command
     /// keeps running with what it has).
     fn fetch(&self) -> watch::Fetch {
-        let requests: Vec<api::Request<'_>> = self
-            .projects
-            .iter()
-            .map(|project| api::Request {
-                url: api::env_url(&self.base, project),
-                key: &self.key,
-                project,
-                timeout: self.timeout,
-                give_up_when_unreachable: false,
-            })
-            .collect();
+        let requests = api::requests(&self.base, &self.key, &self.projects, self.timeout);
         let sets = match api::fetch_all(&requests) {
             Ok(sets) => sets,
             Err(e) => {
@@ -423,15 +419,13 @@ impl supervise::Restarts for WatchRestarts {
                 }
                 None => None,
             };
-            let child_env = match &mounted_path {
-                Some(path) => env::merge_with_secrets_path(std::env::vars_os(), path, &self.merge),
-                None => env::merge(std::env::vars_os(), selected, &self.merge),
-            };
-            let argv = std::iter::once(self.command.program.as_os_str())
-                .chain(self.command.args.iter().map(|a| a.as_os_str()));
-            env::check_exec_limits(&child_env, argv, self.limits).map_err(|too_big| {
-                Outcome::Failed(Error::new(too_big.to_string()).hint(too_big.hint()))
-            })?;
+            let child_env = child_env(
+                &self.command,
+                selected,
+                mounted_path.as_deref(),
+                &self.merge,
+                self.limits,
+            )?;
             supervise::prepare(&self.command, child_env, self.mode)
         })();
         match prepared {
