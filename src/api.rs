@@ -137,7 +137,13 @@ pub fn fetch_all(reqs: &[Request<'_>]) -> Result<Vec<Fetched>> {
         .build()
         .map_err(|e| Error::new(format!("cannot start the network runtime: {e}")))?;
     let resolver = dns::Resolver::default();
-    let client = build_client(first, &resolver, |name| std::env::var_os(name))?;
+    let (client, loading_roots) = build_client(first, &resolver, |name| std::env::var_os(name))?;
+    if let Some(loading) = loading_roots {
+        // The rest of the trusted certificates are made ready on this runtime while the connection
+        // and the first TLS flight are under way (block_on polls the fetch first): a task, not a
+        // thread, so that as PID 1 the command still gets PID 2.
+        runtime.spawn(loading);
+    }
     for req in reqs {
         verbose!(
             1,
@@ -257,11 +263,13 @@ async fn until_first<T>(
     .await
 }
 
+/// The client, and for https the work that finishes loading the trusted certificates (to run on
+/// the fetch's runtime).
 fn build_client(
     req: &Request<'_>,
     resolver: &dns::Resolver,
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
-) -> Result<Client> {
+) -> Result<(Client, Option<trust::Loading>)> {
     let https = req.url.scheme() == "https";
     let host = req.url.host_str().unwrap_or_default();
     // Plain http is only ever to loopback, and is never proxied (proxy.rs): a proxy could be across
@@ -288,8 +296,11 @@ fn build_client(
         .redirect(redirect_policy(req.url.origin()))
         .no_proxy();
     // A loopback http base never needs certificates: loading them is work saved.
+    let mut loading_roots = None;
     if https {
-        builder = builder.use_preconfigured_tls(tls_config(&env)?);
+        let (config, loading) = tls_config(&env)?;
+        builder = builder.use_preconfigured_tls(config);
+        loading_roots = loading;
     }
     if let Some(p) = &proxy {
         let via = reqwest::Proxy::all(p.url().as_str()).map_err(|_| {
@@ -301,26 +312,41 @@ fn build_client(
     let http = builder
         .build()
         .map_err(|e| Error::new(format!("cannot set up the HTTP client: {e}")))?;
-    Ok(Client { http, proxy })
+    Ok((Client { http, proxy }, loading_roots))
 }
 
-/// rustls set up with the trusted roots (api/trust.rs), the ring provider, and HTTP/1.1 only.
-fn tls_config(env: &impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<rustls::ClientConfig> {
+/// rustls set up with the trusted roots (api/trust.rs), the ring provider, and HTTP/1.1 only; and
+/// the work left to make the roots ready, if any.
+fn tls_config(
+    env: &impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(rustls::ClientConfig, Option<trust::Loading>)> {
     let roots = trust::load(env)?;
-    verbose!(
-        1,
-        "trusting {} certificate authorities from {}",
-        roots.store.len(),
-        roots.source
-    );
+    match &roots.store {
+        trust::Store::Anchors(store) => verbose!(
+            1,
+            "trusting {} certificate authorities from {}",
+            store.len(),
+            roots.source
+        ),
+        // The count is known once every certificate is found, while connecting.
+        trust::Store::Pem(_) => verbose!(
+            1,
+            "trusting the certificate authorities from {}",
+            roots.source
+        ),
+    }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let (verifier, loading) = roots.verifier(&provider)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(roots.store)
+        // Not a weaker check: the verifier is rustls' own `WebPkiServerVerifier`, over the trust
+        // anchors that can have issued the server's chain (api/trust/pem_store.rs).
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, loading))
 }
 
 /// Follows a redirect only within the original origin (scheme, host and port), re-checking the

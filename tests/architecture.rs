@@ -130,7 +130,22 @@ fn crate_references(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every module of src/ (a file `src/X.rs`, with `src/X/*.rs` folded into X) and what it imports.
+/// The `.rs` files under `dir`, at any depth.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Every module of src/ (a file `src/X.rs`, with everything under `src/X/` folded into X) and what
+/// it imports.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -147,8 +162,8 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             if name == "bin" {
                 continue;
             }
-            for sub in std::fs::read_dir(&path).unwrap().flatten() {
-                add(&name, &sub.path());
+            for sub in rust_files(&path) {
+                add(&name, &sub);
             }
         } else if path.extension().is_some_and(|e| e == "rs") && name != "main" {
             add(&name, &path);

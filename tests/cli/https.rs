@@ -3,7 +3,8 @@
 //! reset the handshake or cut the body short.
 
 use crate::support::tls::{
-    http_answer, identity, pem_file, resets_in_the_handshake, Answer, HttpsEmulator, TlsServer,
+    http_answer, identity, pem_file, resets_in_the_handshake, serving, system_sized_bundle, Answer,
+    HttpsEmulator, TestCa, TlsServer,
 };
 use crate::support::{corpus, env_answer, r4_run, KEY, PROJECT};
 use std::time::{Duration, Instant};
@@ -233,4 +234,127 @@ fn a_body_cut_short_over_tls_fails_with_125_and_no_child() {
         assert!(!server.heads().is_empty());
         assert!(took < NEVER_HANGS, "clean {clean}: took {took:?}");
     }
+}
+
+// The certificate check over a store of a real system's size, which r4-run reads while connecting
+// and decodes only in part (api/trust/pem_store.rs): what it accepts and refuses is rustls' own.
+
+/// A run against `server` trusting the PEM `bundle` (through SSL_CERT_FILE).
+fn trusting(bundle: &str, server: &str) -> crate::support::Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pem_file(dir.path(), "bundle.pem", bundle);
+    r4_run()
+        .against(server)
+        .env("SSL_CERT_FILE", &file)
+        .args(["--timeout", "10"])
+        .probe()
+        .run()
+}
+
+#[track_caller]
+fn assert_accepted(ran: &crate::support::Ran) {
+    ran.assert_code(0);
+    assert_eq!(ran.child_env()["A"], "1");
+}
+
+#[track_caller]
+fn assert_refused(ran: &crate::support::Ran, server: &TlsServer) {
+    ran.assert_failed_with("TLS certificate was not accepted");
+    assert!(server.heads().is_empty(), "a request reached the server");
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused_though_its_ca_is_trusted() {
+    let ca = TestCa::root();
+    let right = serving(&ca.server(&["127.0.0.1"], &[], false), &[("A", "1")]);
+    let wrong = serving(&ca.server(&["elsewhere.test"], &[], false), &[("A", "1")]);
+    for bundle in [ca.pem.clone(), system_sized_bundle(&ca.pem)] {
+        assert_accepted(&trusting(&bundle, &right.url()));
+        let ran = trusting(&bundle, &wrong.url());
+        assert_refused(&ran, &wrong);
+    }
+}
+
+#[test]
+fn a_certificate_no_ca_of_a_system_sized_store_signed_is_refused() {
+    let api = HttpsEmulator::with_project(&[("A", "1")], &identity(&[]));
+    let stranger = identity(&[]);
+    let ran = trusting(&system_sized_bundle(stranger.ca_pem().unwrap()), &api.url);
+    ran.assert_failed_with("TLS certificate was not accepted");
+    // Its CA anywhere in the store, first or last, and it is trusted.
+    let first = format!("{}{}", api.ca_pem, system_sized_bundle(""));
+    for bundle in [first, system_sized_bundle(&api.ca_pem)] {
+        assert_accepted(&trusting(&bundle, &api.url));
+    }
+}
+
+#[test]
+fn a_chain_through_an_intermediate_ca_is_checked_as_rustls_checks_it() {
+    let root = TestCa::root();
+    let intermediate = root.intermediate();
+    let sends_chain = serving(
+        &intermediate.server(&["127.0.0.1"], &[&intermediate], false),
+        &[("A", "1")],
+    );
+    let sends_leaf_only = serving(
+        &intermediate.server(&["127.0.0.1"], &[], false),
+        &[("A", "1")],
+    );
+    // The root trusted: the intermediate the server sends leads to it.
+    assert_accepted(&trusting(
+        &system_sized_bundle(&root.pem),
+        &sends_chain.url(),
+    ));
+    // The intermediate trusted itself: a trust anchor too, whatever the server sends.
+    let trusts_intermediate = system_sized_bundle(&intermediate.pem);
+    assert_accepted(&trusting(&trusts_intermediate, &sends_chain.url()));
+    assert_accepted(&trusting(&trusts_intermediate, &sends_leaf_only.url()));
+    // The root trusted, but no intermediate sent: no chain reaches it.
+    let also_leaf_only = serving(
+        &intermediate.server(&["127.0.0.1"], &[], false),
+        &[("A", "1")],
+    );
+    let ran = trusting(&system_sized_bundle(&root.pem), &also_leaf_only.url());
+    assert_refused(&ran, &also_leaf_only);
+}
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    let ca = TestCa::root();
+    let expired = serving(&ca.server(&["127.0.0.1"], &[], true), &[("A", "1")]);
+    let ran = trusting(&system_sized_bundle(&ca.pem), &expired.url());
+    assert_refused(&ran, &expired);
+}
+
+/// Of a system-sized store, only the certificate that issued the server's, and the first one (which
+/// was decoded before the request to know the store is usable), are decoded and checked against.
+#[test]
+fn only_the_trusted_certificates_that_can_have_issued_the_chain_are_decoded() {
+    let ca = TestCa::root();
+    let server = serving(&ca.server(&["127.0.0.1"], &[], false), &[("A", "1")]);
+    let bundle = system_sized_bundle(&ca.pem);
+    let certificates = bundle.matches("-----BEGIN CERTIFICATE-----").count();
+    let dir = tempfile::tempdir().unwrap();
+    let file = pem_file(dir.path(), "bundle.pem", &bundle);
+    let ran = r4_run()
+        .against(&server.url())
+        .env("SSL_CERT_FILE", &file)
+        .arg("-vv")
+        .probe()
+        .run();
+    ran.assert_code(0);
+    let err = ran.stderr();
+    assert!(
+        err.contains(&format!(
+            "checking the server's certificate against 2 of the {certificates} certificates of SSL_CERT_FILE"
+        )),
+        "{err}"
+    );
+    // -v still counts them all, once they are all found.
+    assert!(
+        err.contains(&format!(
+            "{certificates} certificate authorities in SSL_CERT_FILE"
+        )),
+        "{err}"
+    );
 }

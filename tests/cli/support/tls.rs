@@ -56,6 +56,99 @@ pub fn identity(extra_names: &[&str]) -> TlsIdentity {
     TlsIdentity::self_signed(extra_names).expect("certificates are made")
 }
 
+/// A CA of the test's own, and the certificates it signs, made to order (the emulator's identities
+/// always name loopback and are never expired).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// Its certificate, for a trust store.
+    pub pem: String,
+}
+
+impl TestCa {
+    /// A root CA with a name no other has.
+    pub fn root() -> TestCa {
+        let issuer = rcgen::CertifiedIssuer::self_signed(ca_params("root"), key()).unwrap();
+        TestCa {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// A CA that this one signs.
+    pub fn intermediate(&self) -> TestCa {
+        let issuer =
+            rcgen::CertifiedIssuer::signed_by(ca_params("intermediate"), key(), &self.issuer)
+                .unwrap();
+        TestCa {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// What a server presents: a certificate for `names` that this CA signs, followed by
+    /// `chain` (the intermediates it sends), valid now or long expired.
+    pub fn server(&self, names: &[&str], chain: &[&TestCa], expired: bool) -> TlsIdentity {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "r4-run test server");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+        }
+        let key = key();
+        let mut pem = params.signed_by(&key, &self.issuer).unwrap().pem();
+        for ca in chain {
+            pem.push_str(&ca.pem);
+        }
+        TlsIdentity::from_pem(pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap()
+    }
+}
+
+fn key() -> rcgen::KeyPair {
+    rcgen::KeyPair::generate().unwrap()
+}
+
+fn ca_params(kind: &str) -> rcgen::CertificateParams {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("r4-run test {kind} CA {} {n}", std::process::id()),
+    );
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params
+}
+
+/// A trust store of a real system's size with `pem` in it: the system's bundle when this machine
+/// has one (else 40 CAs of our own), then `pem`.
+pub fn system_sized_bundle(pem: &str) -> String {
+    let mut bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
+        .unwrap_or_else(|_| (0..40).map(|_| TestCa::root().pem).collect());
+    bundle.push_str(pem);
+    bundle
+}
+
+/// A server that answers every request with the variables `vars`.
+pub fn serving(identity: &TlsIdentity, vars: &[(&str, &str)]) -> TlsServer {
+    let body = super::env_answer(vars).to_string();
+    TlsServer::start(identity, move |_| {
+        Answer::Send(http_answer(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        ))
+    })
+}
+
 /// Writes `pem` to `dir/name` and returns the path (for `SSL_CERT_FILE`).
 pub fn pem_file(dir: &Path, name: &str, pem: &str) -> PathBuf {
     let path = dir.join(name);
