@@ -281,7 +281,7 @@ x0+QNiKTfQRPgXA=
             .map(|c| c.map(|c| c.to_vec()).map_err(|e| format!("{e:?}")))
             .collect();
         let mut scanner = Scanner {
-            vectorized: text.len() % 2 == 0,
+            vectorized: text.len().is_multiple_of(2),
             ..Scanner::default()
         };
         let mut sections = Vec::new();

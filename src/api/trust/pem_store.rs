@@ -110,7 +110,7 @@ impl PemStore {
         };
         loop {
             let found = loading.find_next();
-            let past_first_file = found.map_or(true, |i| loading.sections[i].file > 0);
+            let past_first_file = found.is_none_or(|i| loading.sections[i].file > 0);
             if first_must_hold_certificate && past_first_file && !first_holds_certificate {
                 return Err(Unusable::NoCertificateInFirstFile);
             }
@@ -280,9 +280,10 @@ impl Loading {
         (0..self.sections.len())
             .filter(|&i| {
                 self.first.as_ref().is_some_and(|(first, _)| *first == i)
-                    || self.sections[i].subject.as_ref().map_or(true, |subject| {
-                        issuers.contains(&&self.subjects[subject.clone()])
-                    })
+                    || self.sections[i]
+                        .subject
+                        .as_ref()
+                        .is_none_or(|subject| issuers.contains(&&self.subjects[subject.clone()]))
             })
             .collect()
     }
