@@ -1,18 +1,10 @@
 //! `--fallback PATH`: the last-known-good variables, encrypted, used only when the API cannot be reached.
 
-use crate::support::{r4_run, server_answering, server_with, warm_fallback, PROJECT};
+use crate::support::{r4_run, server_answering, server_with, warm_fallback, RefusedPort, PROJECT};
 use std::os::unix::fs::PermissionsExt;
 use wiremock::ResponseTemplate;
 
 const SECRET: &str = "fallback-secret-value-77f1";
-
-/// A loopback URL where nothing listens: connections are refused at once.
-fn unreachable_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
 
 #[tokio::test]
 async fn written_after_success_encrypted_and_used_when_the_api_is_down() {
@@ -33,7 +25,7 @@ async fn written_after_success_encrypted_and_used_when_the_api_is_down() {
     );
 
     let ran = r4_run()
-        .against(&unreachable_url())
+        .against(&RefusedPort::new().url())
         .arg("--fallback")
         .arg(&fb)
         .probe()
@@ -50,7 +42,7 @@ async fn written_after_success_encrypted_and_used_when_the_api_is_down() {
 
     // Offline development: no request at all.
     let ran = r4_run()
-        .against(&unreachable_url())
+        .against(&RefusedPort::new().url())
         .arg("--fallback")
         .arg(&fb)
         .arg("--fallback-only")
@@ -91,7 +83,8 @@ async fn a_tampered_truncated_foreign_or_old_file_is_refused_whole() {
     let (_dir, fb) = warm_fallback(&server.uri()).await;
     let good = std::fs::read(&fb).unwrap();
 
-    let down = unreachable_url();
+    let refused = RefusedPort::new();
+    let down = refused.url();
     let try_it = |extra: Vec<&'static str>| {
         let fb = fb.clone();
         let down = down.clone();

@@ -185,10 +185,8 @@ async fn one_fallback_file_stands_in_for_the_merged_set() {
         .await
         .assert_code(0);
     // The API goes away: the merged set comes from the file.
-    let down = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    let refused = crate::support::RefusedPort::new();
+    let down = refused.url();
     let ran = r4_run()
         .env("R4_API_KEY", KEY)
         .args(["--base-url", &down, "-p", SHARED, "-p", SERVICE])

@@ -68,11 +68,6 @@ const NOT_TLS: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\nBad Request";
 
 /// A loopback port where nothing listens.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 const PROXY_USER: &str = "r4proxyuser";
 const PROXY_PASSWORD: &str = "pr0xy-passw0rd";
 
@@ -143,7 +138,8 @@ async fn a_proxy_that_refuses_the_tunnel_is_named_without_its_credentials() {
 
 #[tokio::test]
 async fn a_proxy_that_is_not_listening_is_named() {
-    let port = closed_port();
+    let refused = crate::support::RefusedPort::new();
+    let port = refused.port;
     let ran = r4_run()
         .env("ALL_PROXY", format!("127.0.0.1:{port}"))
         .against("https://r4.example.invalid")

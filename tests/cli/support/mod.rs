@@ -739,3 +739,44 @@ pub async fn server_noticing(
         .await;
     (server, arrived)
 }
+
+/// A loopback port where every connection is refused, for as long as this lives: a TCP socket bound
+/// to it but never listening. Binding and dropping a listener instead would free the port for any
+/// other test to take meanwhile, and r4-run would then reach that test's server.
+pub struct RefusedPort {
+    _socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl RefusedPort {
+    pub fn new() -> RefusedPort {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain integers; the returned descriptor is checked and owned below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_in is plain data, for which all zeroes is a valid value.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid sockaddr_in of `len` bytes, `fd` an open socket.
+        let rc = unsafe { libc::bind(fd, std::ptr::addr_of!(addr).cast(), len) };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut bound_len = len;
+        // SAFETY: `addr` is writable storage of `bound_len` bytes.
+        let rc =
+            unsafe { libc::getsockname(fd, std::ptr::addr_of_mut!(addr).cast(), &mut bound_len) };
+        assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+        RefusedPort {
+            _socket: socket,
+            port: u16::from_be(addr.sin_port),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
