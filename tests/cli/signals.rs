@@ -88,6 +88,8 @@ async fn each_relayed_signal_once(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
     let mut r4 = wait
         .set(r4_run().against(&server.uri()))
+        // Each relay on stderr: should a line fail to come, the failure shows whether r4-run relayed.
+        .arg("-vvv")
         .signal_probe(&[])
         .spawn();
     wait.confirm(&mut r4);

@@ -529,11 +529,43 @@ impl Spawned {
         self.pid
     }
 
-    /// Waits for a stdout line containing `needle`.
+    /// Waits for a stdout line containing `needle`. On failure, the message also shows what r4-run
+    /// said on stderr so far and the state of r4-run and the probe, to tell a signal never relayed
+    /// from a line never read.
     #[track_caller]
     pub fn await_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
         let mut seen = Vec::new();
-        await_line(&self.lines, needle, &mut seen)
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let why = match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => "no line in time",
+                Err(RecvTimeoutError::Disconnected) => "the output ended",
+            };
+            let stderr: Vec<String> = self.err_lines.try_iter().collect();
+            let state = |pid: Option<i32>| {
+                pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                    .map(|s| {
+                        s.lines()
+                            .filter(|l| l.starts_with("State") || l.starts_with("Sig"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_else(|| "gone".to_owned())
+            };
+            panic!(
+                "{why} with {needle:?}; saw {seen:?}\nr4-run's stderr so far: {stderr:?}\nr4-run: {}\nprobe: {}",
+                state(Some(self.pid)),
+                state(self.probe_pid)
+            );
+        }
     }
 
     /// Waits for a line of r4-run's stderr that `matches` (e.g. a `-vvv` diagnostic); returns it.
