@@ -616,7 +616,24 @@ impl Spawned {
     pub fn wait(&mut self) -> (ExitStatus, String) {
         let status = match self.exit.recv_timeout(DEADLINE) {
             Ok(status) => status,
-            Err(_) => panic!("r4-run did not exit in time"),
+            Err(_) => {
+                let stderr: Vec<String> = self.err_lines.try_iter().collect();
+                let status = |pid: Option<i32>| {
+                    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                        .map(|s| {
+                            s.lines()
+                                .filter(|l| l.starts_with("State") || l.starts_with("Sig"))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
+                        .unwrap_or_else(|| "gone".to_owned())
+                };
+                panic!(
+                    "r4-run did not exit in time\nr4-run's stderr so far: {stderr:?}\nr4-run: {}\nprobe: {}",
+                    status(Some(self.pid)),
+                    status(self.probe_pid)
+                )
+            }
         };
         self.exited = true;
         let stderr = self.stderr.take().unwrap().join().unwrap();
