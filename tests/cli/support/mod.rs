@@ -549,22 +549,7 @@ impl Spawned {
                 Err(RecvTimeoutError::Timeout) => "no line in time",
                 Err(RecvTimeoutError::Disconnected) => "the output ended",
             };
-            let stderr: Vec<String> = self.err_lines.try_iter().collect();
-            let state = |pid: Option<i32>| {
-                pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-                    .map(|s| {
-                        s.lines()
-                            .filter(|l| l.starts_with("State") || l.starts_with("Sig"))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    })
-                    .unwrap_or_else(|| "gone".to_owned())
-            };
-            panic!(
-                "{why} with {needle:?}; saw {seen:?}\nr4-run's stderr so far: {stderr:?}\nr4-run: {}\nprobe: {}",
-                state(Some(self.pid)),
-                state(self.probe_pid)
-            );
+            panic!("{why} with {needle:?}; saw {seen:?}\n{}", self.diagnosis());
         }
     }
 
@@ -586,6 +571,27 @@ impl Spawned {
                 }
             }
         }
+    }
+
+    /// For a failure message: what r4-run said on stderr so far, and the state and signal masks of
+    /// r4-run and the probe (to tell a signal never relayed from a line never read).
+    fn diagnosis(&self) -> String {
+        let stderr: Vec<String> = self.err_lines.try_iter().collect();
+        let state = |pid: Option<i32>| {
+            pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .map(|s| {
+                    s.lines()
+                        .filter(|l| l.starts_with("State") || l.starts_with("Sig"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| "gone".to_owned())
+        };
+        format!(
+            "r4-run's stderr so far: {stderr:?}\nr4-run: {}\nprobe: {}",
+            state(Some(self.pid)),
+            state(self.probe_pid)
+        )
     }
 
     /// Waits for the probe's "orphan ORPHAN PARENT" (see probe.py `--orphan`) and returns the
@@ -617,22 +623,7 @@ impl Spawned {
         let status = match self.exit.recv_timeout(DEADLINE) {
             Ok(status) => status,
             Err(_) => {
-                let stderr: Vec<String> = self.err_lines.try_iter().collect();
-                let status = |pid: Option<i32>| {
-                    pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-                        .map(|s| {
-                            s.lines()
-                                .filter(|l| l.starts_with("State") || l.starts_with("Sig"))
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        })
-                        .unwrap_or_else(|| "gone".to_owned())
-                };
-                panic!(
-                    "r4-run did not exit in time\nr4-run's stderr so far: {stderr:?}\nr4-run: {}\nprobe: {}",
-                    status(Some(self.pid)),
-                    status(self.probe_pid)
-                )
+                panic!("r4-run did not exit in time\n{}", self.diagnosis())
             }
         };
         self.exited = true;
