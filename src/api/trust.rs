@@ -231,12 +231,9 @@ fn read_pem_dir(dir: &Path) -> Vec<PemFile> {
         .collect()
 }
 
+/// A self-signed CA certificate made for the unit tests here and in `pem` (no key is kept anywhere).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A self-signed CA certificate made for these tests (no key is kept anywhere).
-    const CA: &str = "-----BEGIN CERTIFICATE-----
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
 MIIBhzCCAS2gAwIBAgIUbEHfq+S61wLMVIO+I6AOL3fzrGQwCgYIKoZIzj0EAwIw
 GTEXMBUGA1UEAwwOcjQtcnVuIHRlc3QgQ0EwHhcNMjYxMjAxMjMwNTUzWhcNMzYx
 MTI4MjMwNTUzWjAZMRcwFQYDVQQDDA5yNC1ydW4gdGVzdCBDQTBZMBMGByqGSM49
@@ -248,6 +245,12 @@ gbY/J/ofOkP08DGCUDdMoA53YY36B7dcz71tHU+sCyWjUzBRMB0GA1UdDgQWBBQo
 x0+QNiKTfQRPgXA=
 -----END CERTIFICATE-----
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::TEST_CA as CA;
 
     fn count(roots: &Roots) -> usize {
         match &roots.store {

@@ -261,18 +261,7 @@ static BASE64: [u8; 256] = {
 mod tests {
     use super::*;
 
-    const CERT_A: &str = "-----BEGIN CERTIFICATE-----
-MIIBhzCCAS2gAwIBAgIUbEHfq+S61wLMVIO+I6AOL3fzrGQwCgYIKoZIzj0EAwIw
-GTEXMBUGA1UEAwwOcjQtcnVuIHRlc3QgQ0EwHhcNMjYxMjAxMjMwNTUzWhcNMzYx
-MTI4MjMwNTUzWjAZMRcwFQYDVQQDDA5yNC1ydW4gdGVzdCBDQTBZMBMGByqGSM49
-AgEGCCqGSM49AwEHA0IABBjWeeHIMYLbS4QxdKcqX2mbGIIvFaVAlH7Ly6RgTJ0j
-gbY/J/ofOkP08DGCUDdMoA53YY36B7dcz71tHU+sCyWjUzBRMB0GA1UdDgQWBBQo
-5L2jP64O16T+Str4YQbj09JtrjAfBgNVHSMEGDAWgBQo5L2jP64O16T+Str4YQbj
-09JtrjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIDITinyLB3d+
-55q/j4g6E+l0s1VS9r8qY4Sp00+fIKZgAiEA2QISmjqL6H/kQQO0pCEwno5OpuMI
-x0+QNiKTfQRPgXA=
------END CERTIFICATE-----
-";
+    use super::super::TEST_CA as CERT_A;
 
     /// What rustls' reader gets from the whole text, against what it gets from each section's own
     /// part of it.
