@@ -173,14 +173,19 @@ pub fn own_options_in(tokens: &[String]) -> Vec<String> {
     let command = Args::command();
     let mut found = Vec::new();
     for token in tokens {
-        let ours = if let Some(long) = token.strip_prefix("--") {
+        // Only the option's name is ever shown, never a value glued to it (`--base-url=…`, or a
+        // `-pVALUE` that is often another program's secret, `mysql -pPASSWORD`).
+        let name = if let Some(long) = token.strip_prefix("--") {
             let long = long.split('=').next().unwrap_or_default();
-            command.get_arguments().any(|a| a.get_long() == Some(long))
+            command
+                .get_arguments()
+                .any(|a| a.get_long() == Some(long))
+                .then(|| format!("--{long}"))
         } else {
-            token == "-p" || token.starts_with("-p") && token.len() > 2
+            (token == "-p").then(|| token.clone())
         };
-        if ours && !found.contains(token) {
-            found.push(token.clone());
+        if let Some(name) = name.filter(|n| !found.contains(n)) {
+            found.push(name);
         }
     }
     found
@@ -222,8 +227,9 @@ mod tests {
         let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             own_options_in(&words(&["-c", "x", "-p", "demo", "--timeout=3", "--color"])),
-            ["-p", "--timeout=3"]
+            ["-p", "--timeout"]
         );
+        assert!(own_options_in(&words(&["-u", "root", "-phunter2"])).is_empty());
         assert!(own_options_in(&words(&["-c", "-la", "--", "-v"])).is_empty());
     }
 
