@@ -117,11 +117,6 @@ pub fn check_project_id(project: &str) -> Result<()> {
     Ok(())
 }
 
-/// Fetches the project's variables, or says why not.
-pub fn fetch_env(req: &Request<'_>) -> Result<Fetched> {
-    fetch_all(std::slice::from_ref(req)).map(|mut all| all.remove(0))
-}
-
 /// Fetches several projects' variables at once, over one client and within one deadline (the
 /// first request's), in the order asked; the first failure fails them all.
 pub fn fetch_all(reqs: &[Request<'_>]) -> Result<Vec<Fetched>> {
