@@ -17,11 +17,16 @@ def term(*_):
     {on_term}
 signal.signal(signal.SIGTERM, term)
 signal.signal(signal.SIGUSR1, lambda *_: os._exit(0))
+# Signals are awaited on a wakeup pipe, not in signal.pause(): one caught just before pause() is
+# entered would leave it asleep.
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
 path = os.environ.get("R4_SECRETS_PATH")
 # os.write, not print: a signal handler that prints while print is flushing raises in Python.
 os.write(1, ("A=" + (open(path).read().strip() if path else os.environ.get("A", "-")) + "\n").encode())
 while True:
-    signal.pause()
+    os.read(wake_r, 64)
 "#,
         on_term = if ignore_term { "pass" } else { "os._exit(0)" }
     );

@@ -12,6 +12,9 @@ were installed waits for them) after "ready". SIGTERM ends it: with exit status 
 by SIGTERM itself with --term default.
 
 Nothing here waits for time: each step waits for an event (a process reaped, a pipe's end).
+It never waits in signal.pause(): a signal that lands after the interpreter's last check for
+handlers and before pause() is entered is lost to pause(), which then sleeps until the next one.
+The signals are awaited on a self-pipe instead (see `wakeup_pipe`).
 """
 
 import os
@@ -90,8 +93,23 @@ if orphan:
     os.close(report_r)
     say(f"orphan {orphan_pid} {parent}")
 
+
+def wakeup_pipe():
+    """A pipe Python's C-level signal handler writes a byte to for each signal, whenever it comes.
+
+    A blocking read of it returns for every signal caught after this call (or fails with EINTR,
+    and Python runs the handler and reads again): no window in which a signal is caught but the
+    wait goes on. Set up before "ready", so that no signal the test sends can come before it.
+    """
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    return wake_r
+
+
+wake = wakeup_pipe()
 say(f"ready {os.getpid()}")
 if unblock is not None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [unblock])
 while True:
-    signal.pause()
+    os.read(wake, 64)  # the handlers run as each read returns
