@@ -278,51 +278,25 @@ impl R4Run {
         self.dir.path().join("signals.log")
     }
 
-    /// Runs r4-run and also returns its peak resident memory in KiB, from the `ru_maxrss` that
-    /// `wait4` reports for exactly this child.
-    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot see
-    pub fn run_measuring_memory(mut self) -> (Ran, u64) {
-        use std::io::Read;
+    /// Runs r4-run and also returns its peak resident memory in KiB: the `ru_maxrss` of r4-run
+    /// alone, measured by `peak_memory.py` (see there why not from this process: Linux would count
+    /// the test binary's own peak in). Its floor is the wrapper's size, about 10 MiB.
+    pub fn run_measuring_memory(self) -> (Ran, u64) {
         use std::os::unix::process::ExitStatusExt;
-        use std::process::Stdio;
-        self.cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.cmd.spawn().expect("r4-run starts");
-        let drain = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                bytes
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().unwrap()));
-        let stderr = drain(Box::new(child.stderr.take().unwrap()));
-        let pid = child.id() as libc::pid_t;
-        let mut status = 0;
-        // SAFETY: rusage is a plain C struct of integers, for which all zeroes is a valid value.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `pid` is our own unreaped child (std has not waited for it); `status` and `usage`
-        // are valid, writable and live for the call.
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
-        let output = Output {
-            status: std::process::ExitStatus::from_raw(status),
-            stdout: stdout.join().unwrap(),
-            stderr: stderr.join().unwrap(),
-        };
-        let ran_child = self.probe && output.status.code() == Some(0);
-        let child_env = ran_child.then(|| parse_env0(&output.stdout));
-        let peak_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-        (
-            Ran {
-                output,
-                child_env,
-                _dir: self.dir,
-            },
-            peak_kib,
-        )
+        let report = self.dir.path().join("peak-memory");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/support/peak_memory.py");
+        let mut ran = self
+            .wrapped_in([python().as_os_str(), script.as_os_str(), report.as_os_str()])
+            .run();
+        let said = std::fs::read_to_string(&report).expect("peak_memory.py wrote its report");
+        let (status, peak_kib) = said
+            .trim()
+            .split_once(' ')
+            .and_then(|(s, p)| Some((s.parse::<i32>().ok()?, p.parse::<u64>().ok()?)))
+            .unwrap_or_else(|| panic!("peak_memory.py report: {said:?}"));
+        // r4-run's own status, not the wrapper's rendering of it.
+        ran.output.status = std::process::ExitStatus::from_raw(status);
+        (ran, peak_kib)
     }
 
     /// For async tests whose mock server runs on the same runtime.
