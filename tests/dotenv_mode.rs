@@ -1,5 +1,6 @@
-//! `write_atomic` and `git_ignore_warning`. A test binary of its own: the tests change the umask, the
-//! file-size limit and the working directory, which are process-wide, so they also hold one lock.
+//! `write_atomic` and `git_ignore_warning`. A test binary of its own: the tests change the umask and
+//! the working directory, which are process-wide, so they also hold one lock. (The file-size limit
+//! is set in a child process: see `a_failed_write_leaves_the_old_file_and_no_temporary_file`.)
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -61,38 +62,58 @@ fn mode_is_0600_whatever_the_umask() {
     set_umask(before);
 }
 
+/// Set in the child process that `a_failed_write_leaves_the_old_file_and_no_temporary_file` starts:
+/// the path to write to.
+const FAILED_WRITE_TARGET: &str = "R4_RUN_TEST_FAILED_WRITE_TARGET";
+
+/// The write is made to fail with EFBIG through a file-size limit of 8 bytes. A resource limit is
+/// process-wide, so it is set in a child process (this test binary again, running only this test):
+/// in the test process it would also fail libtest's own output to a stdout that is a file, and kill
+/// the run without a word.
 #[test]
 fn a_failed_write_leaves_the_old_file_and_no_temporary_file() {
+    if let Some(target) = std::env::var_os(FAILED_WRITE_TARGET) {
+        // The child: the limit and SIGXFSZ ignored (so that EFBIG comes back instead of the
+        // signal's kill) were set before exec.
+        let err = write_atomic(Path::new(&target), &[b'x'; 4096])
+            .expect_err("the write should have failed");
+        assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
+        return;
+    }
     let _g = lock();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join(".env");
     fs::write(&target, b"OLD=contents\n").unwrap();
-
-    // Make the write itself fail (EFBIG), after the temporary file was created.
-    let mut old_limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain libc calls with valid pointers; SIGXFSZ is ignored so that exceeding the limit
-    // gives EFBIG instead of killing the test process; everything is restored below.
-    let old_handler = unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old_limit), 0);
-        let h = libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let small = libc::rlimit {
-            rlim_cur: 8,
-            rlim_max: old_limit.rlim_max,
-        };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &small), 0);
-        h
-    };
-    let result = write_atomic(&target, &[b'x'; 4096]);
-    // SAFETY: as above, restoring what was there.
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "a_failed_write_leaves_the_old_file_and_no_temporary_file",
+            "--test-threads=1",
+        ])
+        .env(FAILED_WRITE_TARGET, &target);
+    // SAFETY: between fork and exec, only signal() and setrlimit(), which are async-signal-safe.
     unsafe {
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &old_limit), 0);
-        libc::signal(libc::SIGXFSZ, old_handler);
+        std::os::unix::process::CommandExt::pre_exec(&mut child, || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = 8;
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
-    let err = result.expect_err("the write should have failed");
-    assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
+    let out = child.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("1 passed"), "the child ran no test: {said}");
     assert_eq!(fs::read(&target).unwrap(), b"OLD=contents\n");
     assert_eq!(listing(dir.path()), [".env"], "a temporary file was left");
 }
