@@ -2,7 +2,8 @@
 //! above see plain values and functions, and never a `cfg`.
 //!
 //! One file per system, each with the same private functions: `linux.rs` (Linux, Android),
-//! `freebsd.rs`, `macos.rs` (Apple) and `other.rs` (any other Unix, with the portable fallbacks). What
+//! `freebsd.rs`, `macos.rs` (Apple) and `other.rs` (any other Unix, with the portable fallbacks);
+//! what Linux and FreeBSD share is in `sigwaitinfo.rs`. What
 //! each item does on each system is written next to it below, and in README "Platforms",
 //! docs/signals.md and docs/security.md. Everything else in r4-run is the same code everywhere, so
 //! Linux CI runs what Macs run; `scripts/check-platforms` type-checks the other systems.
@@ -20,6 +21,8 @@ mod macos;
     target_vendor = "apple"
 )))]
 mod other;
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+mod sigwaitinfo;
 
 #[cfg(target_os = "freebsd")]
 use freebsd as os;

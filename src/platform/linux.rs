@@ -2,7 +2,6 @@
 
 use super::Origin;
 use std::io;
-use std::mem::MaybeUninit;
 
 pub const NAME: &str = "Linux";
 
@@ -34,36 +33,14 @@ pub fn become_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// # Safety
-/// `ptr` must be valid for writes of `len` bytes.
-pub unsafe fn zero_memory(ptr: *mut u8, len: usize) {
-    // SAFETY: the caller guarantees `ptr..ptr+len` is writable; explicit_bzero is a memset that is
-    // never elided.
-    unsafe { libc::explicit_bzero(ptr.cast(), len) };
-}
-
-pub fn environ() -> *mut *mut libc::c_char {
-    extern "C" {
-        static mut environ: *mut *mut libc::c_char;
-    }
-    // SAFETY: reading the pointer's value (not through a reference); r4-run never calls setenv, so
-    // nothing writes it concurrently.
-    unsafe { environ }
-}
+pub use super::sigwaitinfo::{environ, zero_memory};
 
 pub const TELLS_SIGNAL_ORIGIN: bool = true;
 
 /// `sigwaitinfo`: the signal and, from its `si_code`, who sent it.
 pub fn take_signal(set: &libc::sigset_t) -> io::Result<(libc::c_int, Origin)> {
-    let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
-    // SAFETY: `set` is an initialised sigset_t, `info` writable storage for one siginfo_t.
-    let signal = unsafe { libc::sigwaitinfo(set, info.as_mut_ptr()) };
-    if signal < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: sigwaitinfo returned a signal, so it filled `info`.
-    let info = unsafe { info.assume_init() };
-    Ok((signal, origin(info.si_code)))
+    let (signal, code) = super::sigwaitinfo::wait_with_code(set)?;
+    Ok((signal, origin(code)))
 }
 
 /// `SI_KERNEL` (0x80) when the kernel generated the signal; a process or its POSIX timer gives
