@@ -326,6 +326,18 @@ fn relay_decision_of(r4: &mut crate::support::Spawned, name: &str) -> String {
     r4.await_stderr_line(|l| l.contains(name) && l.contains("relay"))
 }
 
+/// r4-run, `-vvv`, as the session leader on `pty` with the signal probe as its command, taking its
+/// signals the `wait` way.
+fn probe_on_terminal(wait: Wait, base: &str, pty: &Pty) -> Spawned {
+    let mut r4 = wait
+        .set(r4_run().against(base))
+        .arg("-vvv")
+        .signal_probe(&[])
+        .spawn_on_terminal(pty);
+    wait.confirm(&mut r4);
+    r4
+}
+
 #[tokio::test]
 async fn ctrl_c_in_a_terminal_reaches_the_child_once() {
     ctrl_c_in_a_terminal(Wait::Native).await;
@@ -340,12 +352,7 @@ async fn ctrl_c_in_a_terminal_reaches_the_child_once_with_the_portable_wait() {
 async fn ctrl_c_in_a_terminal(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
     let pty = Pty::open();
-    let mut r4 = wait
-        .set(r4_run().against(&server.uri()))
-        .arg("-vvv")
-        .signal_probe(&[])
-        .spawn_on_terminal(&pty);
-    wait.confirm(&mut r4);
+    let mut r4 = probe_on_terminal(wait, &server.uri(), &pty);
     r4.await_ready();
     // Ctrl-C: the terminal sends SIGINT to the foreground group, child and r4-run alike. r4-run
     // must not relay its copy.
@@ -383,12 +390,7 @@ async fn a_hang_up_reaches_the_child_of_a_session_leader_once_with_the_portable_
 async fn hang_up_of_a_session_leader(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
     let pty = Pty::open();
-    let mut r4 = wait
-        .set(r4_run().against(&server.uri()))
-        .arg("-vvv")
-        .signal_probe(&[])
-        .spawn_on_terminal(&pty);
-    wait.confirm(&mut r4);
+    let mut r4 = probe_on_terminal(wait, &server.uri(), &pty);
     r4.await_ready();
     // The terminal goes away (the ssh connection drops, the window closes): the kernel sends
     // SIGHUP and SIGCONT to the session leader alone, r4-run here, and not to the child.
@@ -442,12 +444,7 @@ async fn job_control_in_a_terminal_continues_the_child_once_with_the_portable_wa
 async fn job_control_in_a_terminal(wait: Wait) {
     let server = server_with(&[("A", "1")]).await;
     let pty = Pty::open();
-    let mut r4 = wait
-        .set(r4_run().against(&server.uri()))
-        .arg("-vvv")
-        .signal_probe(&[])
-        .spawn_on_terminal(&pty);
-    wait.confirm(&mut r4);
+    let mut r4 = probe_on_terminal(wait, &server.uri(), &pty);
     let probe = r4.await_ready();
 
     send(probe, libc::SIGSTOP);
