@@ -9,23 +9,12 @@
 //! byte), and with no values at all (the pass-through). MB/s are 10^6 bytes of input per second, the
 //! best of a few runs.
 
+use super::tests::Rng;
 use super::*;
 use std::time::{Duration, Instant};
 
-struct Rng(u64);
-
+/// The bench's own draws, on the tests' generator.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
     }

@@ -109,18 +109,18 @@ fn may_hold(values: &[(&str, &[u8])], text: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-/// A small deterministic generator, so a failure can be replayed.
-struct Rng(u64);
+/// A small deterministic generator, so a failure can be replayed (the bench draws from it too).
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
