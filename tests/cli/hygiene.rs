@@ -32,10 +32,23 @@ fn needles() -> Vec<(&'static str, Vec<u8>)> {
 /// Starts r4-run supervising a child that says "ready" and then sleeps, and returns once r4-run is
 /// asleep in its wait for the child (all its clean-up done).
 fn start_supervising(api: &Emulator, extra_env: &[(&str, &str)]) -> (Child, u32) {
+    let (r4, child_pid) = spawn_supervising(api, &[], extra_env);
+    wait_until_blocked(r4.id());
+    (r4, child_pid)
+}
+
+/// Starts r4-run, with `extra_args` before its own, supervising a child that prints its pid and
+/// then sleeps; returns once the child has printed its pid.
+fn spawn_supervising(
+    api: &Emulator,
+    extra_args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (Child, u32) {
     let mut cmd = Command::new(bin());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap())
         .env("R4_API_KEY", KEY)
+        .args(extra_args)
         .args([
             "--project",
             PROJECT,
@@ -57,7 +70,6 @@ fn start_supervising(api: &Emulator, extra_env: &[(&str, &str)]) -> (Child, u32)
         .read_line(&mut line)
         .unwrap();
     let child_pid: u32 = line.trim().parse().expect("the child's pid");
-    wait_until_blocked(r4.id());
     (r4, child_pid)
 }
 
@@ -380,35 +392,8 @@ async fn no_core_from_the_start_and_the_child_gets_the_core_limit_r4_run_got() {
 #[test]
 fn a_watching_r4_run_keeps_no_value_between_fetches() {
     let api = project_api();
-    let mut r4 = Command::new(bin())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap())
-        .env("R4_API_KEY", KEY)
-        .args([
-            "-v",
-            "--watch",
-            "--watch-interval",
-            "1",
-            "--project",
-            PROJECT,
-        ])
-        .args([
-            "--base-url",
-            &api.url,
-            "--",
-            "sh",
-            "-c",
-            "echo $$; exec sleep 120",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(r4.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let child_pid: u32 = line.trim().parse().expect("the child's pid");
+    let (mut r4, child_pid) =
+        spawn_supervising(&api, &["-v", "--watch", "--watch-interval", "1"], &[]);
     let err = crate::support::line_reader(r4.stderr.take().unwrap());
     let values: Vec<_> = needles()
         .into_iter()
